@@ -7,13 +7,16 @@ when its response is complete. Nothing here knows about any framework.
 
 from __future__ import annotations
 
+import contextlib
+
 from .collector import StoreCollector, register
-from .failures import FailureLog
+from .failures import FailureLog, logger
 from .labels import method_label, status_label
-from .naming import metric_names
+from .metrics_auth import MetricsAuth
+from .naming import Family, metric_names
 from .scrape import Exposition
 from .settings import Settings
-from .store import RequestStore
+from .store import OVERFLOW, RequestStore
 
 
 class Recorder:
@@ -26,10 +29,17 @@ class Recorder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = metric_names(settings)
-        self.store = RequestStore(settings.buckets, settings.size_buckets)
+        self.store = RequestStore(
+            settings.buckets, settings.size_buckets, settings.max_label_sets,
+            on_overflow=self._overflowed,
+        )
         self.collector = StoreCollector(self.store, self.names, settings.const_labels)
         register(settings.target_registry, self.collector)
-        self.exposition = Exposition(settings.target_registry, self.collector)
+        self.exposition = Exposition(
+            settings.target_registry, self.collector,
+            auth=MetricsAuth.from_settings(settings),
+            max_concurrent_scrapes=settings.max_concurrent_scrapes,
+        )
         self.failures = FailureLog()
         self._group_status = settings.group_status
         self._excluded = settings.exclude_paths
@@ -40,6 +50,28 @@ class Recorder:
         self.wants_ttfb = settings.time_to_first_byte
         self.wants_request_size = settings.request_size
         self.wants_response_size = settings.response_size
+
+    def _overflowed(self, table: str) -> None:
+        # Called once per table by the store, the first time a label set is refused.
+        names = self.names
+        families: dict[str, list[Family | None]] = {
+            "requests": [names.requests, names.duration],
+            "exceptions": [names.exceptions],
+            "ttfb": [names.time_to_first_byte],
+            "request_size": [names.request_size],
+            "response_size": [names.response_size],
+        }
+        shown = ", ".join(
+            family.name for family in families.get(table, []) if family is not None
+        ) or table
+        # A broken logging set-up must not break a request.
+        with contextlib.suppress(Exception):
+            logger.warning(
+                "HTTP metrics: %s reached max_label_sets=%d distinct label sets; further new"
+                " label sets are counted in the series labelled %r. Check for a route"
+                " resolver or label returning raw values, or raise max_label_sets.",
+                shown, self.settings.max_label_sets, OVERFLOW,
+            )
 
     def counts(self, path: str) -> bool:
         """Whether requests to ``path`` are counted (not excluded by the settings)."""
