@@ -73,13 +73,19 @@ class MetricsMiddleware:
             await self.metrics_app(scope, receive, send)
             return
         recorder = self.recorder
-        if not isinstance(path, str) or not recorder.counts(path):
+        try:
+            counted = isinstance(path, str) and recorder.counts(path)
+            if counted:
+                start = perf_counter()
+                method = method_label(scope.get("method"))
+                root_path = scope.get("root_path", "")
+        except Exception as exc:
+            # Fail open: a request we cannot even start measuring is served unmeasured.
+            recorder.failures.report("reading the request", exc)
+            counted = False
+        if not counted:
             await self.app(scope, receive, send)
             return
-
-        start = perf_counter()
-        method = method_label(scope.get("method"))
-        root_path = scope.get("root_path", "")
         in_flight = recorder.start(method)
         status = 0  # 0 until the response starts
         trailers = False
@@ -93,12 +99,15 @@ class MetricsMiddleware:
         def finish(final_status: int, exc: BaseException | None = None) -> None:
             nonlocal done, route
             done = True
-            route = self._route(scope, root_path)
-            recorder.finish(
-                method, route, final_status, perf_counter() - start,
-                in_flight=in_flight, exc=exc, ttfb=ttfb,
-                request_size=request_size, response_size=response_size,
-            )
+            try:
+                route = self._route(scope, root_path)
+                recorder.finish(
+                    method, route, final_status, perf_counter() - start,
+                    in_flight=in_flight, exc=exc, ttfb=ttfb,
+                    request_size=request_size, response_size=response_size,
+                )
+            except Exception as failure:  # both are fail-open already; this is the backstop
+                recorder.failures.report("recording a request", failure)
 
         async def receive_wrapper() -> Message:
             nonlocal disconnected, request_size
@@ -107,7 +116,12 @@ class MetricsMiddleware:
             if kind == "http.request":
                 body = message.get("body")
                 if body:
-                    request_size += len(body)
+                    # A body without a length is the server's to reject, not ours. (try, not
+                    # contextlib.suppress: this runs per body message.)
+                    try:  # noqa: SIM105
+                        request_size += len(body)
+                    except TypeError:
+                        pass
             elif kind == "http.disconnect":
                 disconnected = True
             return message
@@ -124,7 +138,12 @@ class MetricsMiddleware:
             if kind in _FINAL_BODY_TYPES:
                 body = message.get("body")
                 if body:
-                    response_size += len(body)
+                    # A body without a length is the server's to reject, not ours. (try, not
+                    # contextlib.suppress: this runs per body message.)
+                    try:  # noqa: SIM105
+                        response_size += len(body)
+                    except TypeError:
+                        pass
                 await send(message)
                 if not message.get("more_body") and not trailers and not done:
                     finish(status)
