@@ -7,16 +7,21 @@
 from .endpoint import metrics_app
 from .labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
 from .middleware import MetricsMiddleware
+from .server import MetricsServer, start_metrics_server
 from .settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+from .store import OVERFLOW
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
     "DEFAULT_BUCKETS",
     "OTHER_METHOD",
     "OTHER_STATUS",
+    "OVERFLOW",
     "UNMATCHED_ROUTE",
     "ConfigurationError",
     "MetricsMiddleware",
+    "MetricsServer",
     "Settings",
     "metrics_app",
+    "start_metrics_server",
 ]
