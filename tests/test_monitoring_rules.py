@@ -374,6 +374,7 @@ def test_all_rules_load_and_evaluate_healthy(prometheus: PrometheusServer) -> No
     groups = prometheus.wait_for(
         evaluated_groups, timeout=10, message="every rule to be evaluated healthy"
     )
+    assert groups is not None
     loaded = [r for g in groups for r in g["rules"]]
     assert sorted(r["name"] for r in loaded if r["type"] == "recording") == sorted(
         recording_rules_in_file()
@@ -420,7 +421,9 @@ def test_recorded_values_match_the_fixed_exposition(prometheus: PrometheusServer
     assert [float(s["value"][1]) for s in in_flight] == [4.0]
 
 
-@pytest.mark.parametrize(("where", "expr"), dashboard_expressions())
+@pytest.mark.parametrize(
+    ("where", "expr"), dashboard_expressions(), ids=[w for w, _ in dashboard_expressions()]
+)
 def test_dashboard_expression_returns_data(
     prometheus: PrometheusServer, where: str, expr: str
 ) -> None:
