@@ -142,7 +142,7 @@ def test_flood_of_odd_statuses_and_methods_hits_the_cap_not_the_server(
     registry = CollectorRegistry()
     app = MetricsMiddleware(_odd_status_app, registry=registry)
     invalid = ["0", "-1", "99", "600", "999", "1000000", "abc", ""]
-    methods = sorted(KNOWN_METHODS) + ["BREW", "get", "X" * 300]
+    methods = [*sorted(KNOWN_METHODS), "BREW", "get", "X" * 300]
     n = 20_000
 
     def scopes() -> Any:
@@ -189,7 +189,7 @@ def test_cap_holds_for_a_resolver_returning_raw_paths(caplog: pytest.LogCaptureF
 
     async def flood() -> None:
         for index in range(1_000):
-            sent, exc = await call_asgi(
+            _sent, exc = await call_asgi(
                 app, http_scope("/200", query_string=str(index).encode())
             )
             assert exc is None

@@ -39,7 +39,7 @@ async def call_asgi(
 
     try:
         await app(scope, receive, send)
-    except BaseException as exc:  # noqa: BLE001 - the exception is part of the outcome
+    except BaseException as exc:
         return sent, exc
     return sent, None
 
