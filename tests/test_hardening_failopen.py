@@ -21,7 +21,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 import asgi_metrics.middleware
-import asgi_metrics.recorder
 from asgi_metrics import MetricsMiddleware
 from tests.support.hardening import Message, call_asgi, http_scope, scrape
 
@@ -32,6 +31,16 @@ class Boom(RuntimeError):
 
 def _raise(*args: Any, **kwargs: Any) -> Any:
     raise Boom("injected fault")
+
+
+class _Raising:
+    """A label table whose every lookup fails."""
+
+    def __contains__(self, item: object) -> bool:
+        raise Boom("injected fault")
+
+    def get(self, *args: object) -> str:
+        raise Boom("injected fault")
 
 
 async def _ok(request: Request) -> PlainTextResponse:
@@ -97,24 +106,33 @@ def _store_method(name: str) -> Fault:
     return inject
 
 
+def _user_resolver_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if built with route_resolver=<a user callable that raises>.
+    monkeypatch.setattr(mw, "_route_resolver", _raise)
+    monkeypatch.setattr(mw, "_lookup", mw._resolve)
+
+
 FAULTS: dict[str, tuple[Fault, str]] = {
-    "store.start": (_store_method("start"), "recording a request start"),
+    # The recorder binds store.start once, at start-up.
+    "store.start": (
+        lambda mw, mp: mp.setattr(mw.recorder, "_start", _raise), "recording a request start",
+    ),
     "store.observe": (_store_method("observe"), "recording a request"),
     "store.observe_extra": (_store_method("observe_extra"), "recording a request"),
     # Starlette has sent its 500 before the exception reaches us: counted afterwards.
     "store.count_exception": (_store_method("count_exception"), "recording an exception"),
     "built-in route lookup": (
-        lambda mw, mp: mp.setattr(mw._templates, "lookup", _raise), "route lookup",
+        lambda mw, mp: mp.setattr(mw, "_lookup", _raise), "route lookup",
     ),
     "route_resolver": (
-        lambda mw, mp: mp.setattr(mw, "_route_resolver", _raise), "route lookup",
+_user_resolver_raises, "route lookup"
     ),
     "method label": (
-        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "method_label", _raise),
+        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "KNOWN_METHODS", _Raising()),
         "reading the request",
     ),
     "status label": (
-        lambda mw, mp: mp.setattr(asgi_metrics.recorder, "status_label", _raise),
+        lambda mw, mp: mp.setattr(mw.recorder, "_status_labels", _Raising()),
         "recording a request",
     ),
     "exclusion check": (
