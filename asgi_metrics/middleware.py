@@ -1,18 +1,35 @@
 """The pure ASGI middleware.
 
-It passes every message through unchanged; it only looks at them. A request is timed from
-its arrival to the moment the last body message has been handed to the server, so a
+It passes every message through unchanged; it only looks at them (with ``correlation_id=True``
+it adds one header to ``http.response.start``, the one change it makes). A request is timed
+from its arrival to the moment the last body message has been handed to the server, so a
 streaming response is timed in full and work after the response (background tasks) is not.
+
+Unhandled exceptions with ``correlation_id=True``: the 500 for them is normally sent by a
+layer *outside* this middleware (Starlette's ``ServerErrorMiddleware``, which
+``add_middleware`` always keeps outermost, or the server), through a ``send`` this middleware
+never sees, so it could not carry the header. So when the response has not started, this
+middleware sends that 500 itself (the same plain ``Internal Server Error`` Starlette and
+uvicorn send), with the header, then re-raises: the outer layer sees the response started
+and only logs. It steps aside when the Starlette app in ``scope["app"]`` would answer
+differently (``debug=True`` or a handler for ``500``/``Exception``); those handlers can read
+:func:`~asgi_metrics.get_correlation_id`, which stays set after an unhandled exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from contextvars import Token
 from time import perf_counter
 from typing import Any
 
-from .endpoint import MetricsEndpoint
+from .correlation import current_correlation_id
+from .correlation_ids import CorrelationIds
+from .endpoint import MetricsEndpoint, _header
+from .exemplars import AVAILABLE as OTEL_AVAILABLE
+from .exemplars import current_span_ids, current_trace_id, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
 from .recorder import Recorder
 from .settings import ConfigurationError, Settings
@@ -22,6 +39,46 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 RouteResolver = Callable[[Scope], "str | None"]
 
 _FINAL_BODY_TYPES = ("http.response.body", "http.response.zerocopysend")
+#: The span attribute holding the correlation ID (no semantic convention exists for it).
+CORRELATION_ID_ATTRIBUTE = "correlation.id"
+_ERROR_BODY = b"Internal Server Error"
+_ERROR_START: Message = {
+    "type": "http.response.start",
+    "status": 500,
+    "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_ERROR_BODY)).encode()),
+    ],
+}
+
+
+def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """``message`` (an ``http.response.start``) with ``header`` added, unless the app set
+    that header itself. A copy: the app's message object is not changed."""
+    headers = message.get("headers") or ()
+    name = header[0]
+    for key, _ in headers:
+        if bytes(key).lower() == name:
+            return message
+    return {**message, "headers": [*headers, header]}
+
+
+def _reset(token: Token[str | None] | None) -> None:
+    if token is not None:
+        # ValueError: the app switched contexts under us; the task's end clears it.
+        with contextlib.suppress(ValueError):
+            current_correlation_id.reset(token)
+
+
+def _outer_layer_answers(scope: Scope) -> bool:
+    """Whether the Starlette app around us answers unhandled exceptions its own way."""
+    app = scope.get("app")
+    if app is None:
+        return False
+    if getattr(app, "debug", False):
+        return True
+    handlers = getattr(app, "exception_handlers", None) or {}
+    return 500 in handlers or Exception in handlers
 
 
 class MetricsMiddleware:
@@ -52,6 +109,13 @@ class MetricsMiddleware:
         self._metrics_path = self.settings.metrics_path
         self._route_resolver = route_resolver
         self._templates = RouteTemplates()
+        settings = self.settings
+        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        self._exemplars = self.recorder.wants_exemplars
+        # The span is read at the start when anything needs it there.
+        self._span_at_start = self._exemplars or (
+            self._correlation is not None and OTEL_AVAILABLE
+        )
 
     def _route(self, scope: Scope, root_path: str) -> str:
         try:
@@ -73,14 +137,27 @@ class MetricsMiddleware:
             await self.metrics_app(scope, receive, send)
             return
         recorder = self.recorder
+        correlation = self._correlation
+        span = sampled_span() if self._span_at_start else None
+        id_header: tuple[bytes, bytes] | None = None
+        token = None
+        if correlation is not None:
+            cid = self._correlation_id(scope, correlation, span)
+            token = current_correlation_id.set(cid)
+            id_header = (correlation.header_bytes, cid.encode("latin-1"))
         if not isinstance(path, str) or not recorder.counts(path):
-            await self.app(scope, receive, send)
+            if id_header is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._uncounted(scope, receive, send, id_header)
+                _reset(token)
             return
 
         start = perf_counter()
         method = method_label(scope.get("method"))
         root_path = scope.get("root_path", "")
-        in_flight = recorder.start(method)
+        scheme = scope.get("scheme") or "http"
+        in_flight = recorder.start(method, scheme)
         status = 0  # 0 until the response starts
         trailers = False
         done = False
@@ -94,10 +171,19 @@ class MetricsMiddleware:
             nonlocal done, route
             done = True
             route = self._route(scope, root_path)
+            exemplar = None
+            if self._exemplars:
+                # The span active when the request came in (an OpenTelemetry middleware
+                # outside us), else whatever span of the trace is current now (one inside).
+                exemplar = (
+                    (span.get_span_context().trace_id, span.get_span_context().span_id)
+                    if span is not None else current_span_ids()
+                )
             recorder.finish(
                 method, route, final_status, perf_counter() - start,
                 in_flight=in_flight, exc=exc, ttfb=ttfb,
                 request_size=request_size, response_size=response_size,
+                exemplar=exemplar, scheme=scheme,
             )
 
         async def receive_wrapper() -> Message:
@@ -119,7 +205,7 @@ class MetricsMiddleware:
                 status = message.get("status", 0)
                 trailers = bool(message.get("trailers"))
                 ttfb = perf_counter() - start
-                await send(message)
+                await send(message if id_header is None else _with_header(message, id_header))
                 return
             if kind in _FINAL_BODY_TYPES:
                 body = message.get("body")
@@ -144,6 +230,8 @@ class MetricsMiddleware:
             raise
         except BaseException as exc:
             if not done:
+                if not status and id_header is not None and isinstance(exc, Exception):
+                    await self._answer_error(scope, send, id_header)
                 finish(status or 500, exc)
             else:
                 recorder.exception(method, route, exc)
@@ -152,3 +240,54 @@ class MetricsMiddleware:
             # The app returned without completing its response. With nothing started the
             # server answers 500 itself, unless the client had already gone.
             finish(status or (CLIENT_CLOSED_STATUS if disconnected else 500))
+        # Only on success: after an unhandled exception the ID stays set, so the outer
+        # error handler and the server's error log line still see it (a request's context
+        # ends with its task anyway).
+        _reset(token)
+
+    def _correlation_id(self, scope: Scope, correlation: CorrelationIds, span: Any) -> str:
+        incoming = _header(scope, correlation.header_bytes)
+        trace_id = None
+        if correlation.use_trace_id and (incoming is None or not correlation.valid(incoming)):
+            trace_id = current_trace_id()
+        client = scope.get("client")
+        cid = correlation.choose(incoming, client[0] if client else None, trace_id)
+        if span is not None:
+            try:
+                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
+            except Exception as exc:
+                self.recorder.failures.report("setting the correlation ID span attribute", exc)
+        return cid
+
+    async def _uncounted(
+        self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
+    ) -> None:
+        """An excluded path: not counted, but it still gets its correlation ID."""
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+                message = _with_header(message, id_header)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not started:
+                await self._answer_error(scope, send, id_header)
+            raise
+
+    async def _answer_error(
+        self, scope: Scope, send: Send, id_header: tuple[bytes, bytes]
+    ) -> None:
+        """Send the 500 for an unhandled exception, with the correlation header (see the
+        module docs for why here)."""
+        if _outer_layer_answers(scope):
+            return
+        try:
+            await send(_with_header(_ERROR_START, id_header))
+            await send({"type": "http.response.body", "body": _ERROR_BODY})
+        except Exception:  # the client is gone, or the server refuses: its own 500 stands
+            pass
