@@ -14,7 +14,7 @@ from .collector import StoreCollector, register
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds
 from .failures import FailureLog
-from .labels import method_label, status_label
+from .labels import OTHER_STATUS, method_label, status_labels
 from .naming import metric_names
 from .scrape import Exposition
 from .settings import Settings
@@ -36,12 +36,13 @@ class Recorder:
         register(settings.target_registry, self.collector)
         self.exposition = Exposition(settings.target_registry, self.collector)
         self.failures = FailureLog()
-        self._group_status = settings.group_status
+        self._status_labels = status_labels(settings.group_status)
         self._excluded = settings.exclude_paths
         self._patterns = settings.exclude_patterns
         self._extras = (
             settings.time_to_first_byte or settings.request_size or settings.response_size
         )
+        self._start = self.store.start
         self.wants_ttfb = settings.time_to_first_byte
         self.wants_request_size = settings.request_size
         self.wants_response_size = settings.response_size
@@ -72,7 +73,7 @@ class Recorder:
             except Exception as exc:
                 self.failures.report("recording a request start (OpenTelemetry)", exc)
         try:
-            self.store.start(method)
+            self._start(method)
             return True
         except Exception as exc:
             self.failures.report("recording a request start", exc)
@@ -84,7 +85,6 @@ class Recorder:
         route: str,
         status: int,
         duration: float,
-        *,
         in_flight: bool,
         exc: BaseException | None = None,
         ttfb: float | None = None,
@@ -99,7 +99,7 @@ class Recorder:
         """
         store = self.store
         try:
-            key = (method, route, status_label(status, self._group_status))
+            key = (method, route, self._status_labels.get(status, OTHER_STATUS))
             store.observe(key, duration, method if in_flight else None)
             if exemplar is not None:
                 store.exemplar(key, duration, exemplar[0], exemplar[1], time())
