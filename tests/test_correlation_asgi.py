@@ -253,7 +253,7 @@ async def test_outermost_wrapping_and_plain_asgi_app() -> None:
 
     wrapped = MetricsMiddleware(plain, registry=CollectorRegistry(), correlation_id=True)
     with pytest.raises(RuntimeError):  # still raised for the server to log
-        start, body = await call_raw(wrapped, [(b"x-request-id", b"p-1")])
+        _start, _body = await call_raw(wrapped, [(b"x-request-id", b"p-1")])
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:

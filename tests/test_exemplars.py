@@ -88,7 +88,7 @@ async def test_sampled_span_gives_exemplar_on_bucket_and_counter() -> None:
                if s.labels["route"] == "/hello"]
     assert total.exemplar is not None and total.exemplar.labels["trace_id"] == trace_id
     # The raw line has the documented shape, within the 128-character label limit.
-    line = next(l for l in body.splitlines() if "# {" in l and "_bucket" in l)
+    line = next(x for x in body.splitlines() if "# {" in x and "_bucket" in x)
     assert re.fullmatch(
         r'http_request_duration_seconds_bucket\{.*\} \d+\.0 # '
         r'\{trace_id="[0-9a-f]{32}",span_id="[0-9a-f]{16}"\} \S+ \d+\.\d{3}', line
@@ -110,7 +110,7 @@ async def test_latest_exemplar_wins_and_text_format_has_none() -> None:
 
 
 async def test_unsampled_span_gives_no_exemplar() -> None:
-    app, exporter, _ = build(sampler=ALWAYS_OFF)
+    app, _exporter, _ = build(sampler=ALWAYS_OFF)
     assert (await get(app, "/hello")).status_code == 200
     body = (await get(app, "/metrics", OPENMETRICS)).text
     assert "trace_id" not in body
