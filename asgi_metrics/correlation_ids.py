@@ -20,6 +20,8 @@ logger = logging.getLogger("asgi_metrics.correlation")
 #: The built-in rule for incoming IDs. ``fullmatch`` (not ``match`` with ``$``, which
 #: accepts a trailing newline), and an explicit ASCII class (``\w`` would admit Unicode).
 VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: The same rule for raw header bytes (ASGI): checking before decoding saves a step.
+VALID_ID_BYTES = re.compile(VALID_ID.pattern.encode("ascii"))
 #: What a custom validator can never let through: the ID is echoed in a response header and
 #: written to logs, so control characters (CR/LF, NUL), spaces and non-ASCII stay out.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
@@ -68,6 +70,10 @@ class CorrelationIds:
         self._validator: Callable[[str], object] | None = settings.correlation_id_validator
         self._proxies = settings.trusted_proxies
         self._trusted: dict[str, bool] = {}
+        # The common configuration (built-in rule, no proxy list) gets a one-call check.
+        plain = self._validator is None and not self._proxies
+        self.plain_check = VALID_ID.fullmatch if plain else None
+        self.plain_check_bytes = VALID_ID_BYTES.fullmatch if plain else None
 
     def trusts(self, client: str | None) -> bool:
         """Whether incoming IDs from ``client`` (an IP address) are taken."""
@@ -110,6 +116,8 @@ class CorrelationIds:
         """
         if incoming is None:
             return trace_id or new_id()
+        if self.plain_check is not None and self.plain_check(incoming) is not None:
+            return incoming
         valid = self.valid(incoming)
         if valid and self.trusts(client):
             return incoming
