@@ -22,11 +22,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from asgi_metrics import MetricsMiddleware  # noqa: E402
+from asgi_metrics import MetricsMiddleware
 
 START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"x")]}
 BODY = {"type": "http.response.body", "body": b"ok"}
