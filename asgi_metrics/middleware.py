@@ -119,10 +119,10 @@ class MetricsMiddleware:
         settings = self.settings
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._exemplars = self.recorder.wants_exemplars
-        # The span is read at the start when anything needs it there.
-        self._span_at_start = self._exemplars or (
-            self._correlation is not None and OTEL_AVAILABLE
-        )
+        # The span is read at the start only for the correlation ID (trace ID as the ID,
+        # the ID as a span attribute). Exemplars read it once, when the request is
+        # recorded: an OpenTelemetry middleware outside us has its span current then too.
+        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
 
     def _resolve(self, scope: Scope, root_path: str) -> str | None:
         assert self._route_resolver is not None
@@ -189,7 +189,8 @@ class MetricsMiddleware:
         # Only on success: after an unhandled exception the ID stays set, so the outer
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
-        _reset(token)
+        if token is not None:
+            _reset(token)
 
     def _correlation_id(self, scope: Scope, correlation: CorrelationIds, span: Any) -> str:
         raw = None
@@ -346,8 +347,8 @@ class _Exchange:
         self.route = route
         exemplar: SpanIds | None = None
         if middleware._exemplars:
-            # The span active when the request came in (an OpenTelemetry middleware
-            # outside us), else whatever span of its trace is current now (one inside).
+            # The span read at the start (with correlation IDs), else the one current
+            # now: an OpenTelemetry middleware's span, outside us or inside.
             exemplar = self.span_ids
             if exemplar is None:
                 exemplar = current_span_ids()
