@@ -8,11 +8,12 @@ Everything is validated here, once, when the middleware is built: a wrong settin
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -35,6 +36,8 @@ NAMING_PRESETS = ("default", "otel")
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# RFC 9110 token: what a header field name may be.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -91,6 +94,27 @@ class Settings:
     #: When set, ``/metrics`` requires HTTP basic auth with this ``(user, password)``.
     #: The environment variable takes ``user:password``. Never shown anywhere.
     metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    #: Take (or make) a correlation ID per request, expose it to the app and logs and echo
+    #: it on the response.
+    correlation_id: bool = False
+    #: The request and response header carrying the correlation ID.
+    correlation_header: str = "X-Request-ID"
+    #: ``validator(incoming) -> bool`` replacing the built-in check of incoming IDs (1-64
+    #: characters of ``[A-Za-z0-9._-]``). ``None``: the built-in check.
+    correlation_id_validator: Callable[[str], bool] | None = None
+    #: Client addresses (IPs or CIDR networks) whose incoming IDs are trusted; from anyone
+    #: else a new ID is generated. Empty: incoming IDs are trusted from every client.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: Without a usable incoming ID, use the active OpenTelemetry span's trace ID.
+    trace_id_as_correlation_id: bool = False
+    #: Attach ``{trace_id, span_id}`` exemplars of the active sampled span to the duration
+    #: histogram and request counter (shown in OpenMetrics scrapes only).
+    exemplars: bool = True
+    #: An OpenTelemetry ``MeterProvider``: also record the requests as OpenTelemetry
+    #: HTTP server metrics through it.
+    meter_provider: Any = None
+    #: Record OpenTelemetry HTTP server metrics through the global meter provider.
+    otel_metrics: bool = False
 
     @property
     def target_registry(self) -> CollectorRegistry:
@@ -116,9 +140,9 @@ class Settings:
             if not key.startswith(ENV_PREFIX):
                 continue
             name = key[len(ENV_PREFIX):].lower()
-            if name not in known or name == "registry":
+            if name not in known or name in _OBJECT_SETTINGS:
                 raise ConfigurationError(
-                    f"{key}: {_unknown(name, known - {'registry'})}"
+                    f"{key}: {_unknown(name, known - _OBJECT_SETTINGS)}"
                     " (environment variables are HTTP_METRICS_ plus a setting name)"
                 )
             try:
@@ -156,7 +180,7 @@ def _from_env(name: str, raw: str) -> Any:
             return [float(part) for part in raw.split(",") if part.strip()]
         except ValueError:
             raise ConfigurationError(f"expected comma-separated numbers, got {raw!r}") from None
-    if name in ("exclude_paths", "exclude_patterns"):
+    if name in ("exclude_paths", "exclude_patterns", "trusted_proxies"):
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "const_labels":
         labels: dict[str, str] = {}
@@ -305,6 +329,45 @@ def _bearer_token(value: Any) -> str | None:
     return value
 
 
+def _correlation_header(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise ConfigurationError(f"expected an HTTP header name like 'X-Request-ID', got {value!r}")
+    return value
+
+
+def _validator(value: Any) -> Callable[[str], bool] | None:
+    if value is not None and not callable(value):
+        raise ConfigurationError(f"expected a callable taking the incoming ID, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _trusted_proxies(
+    value: Any,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of IP addresses or networks, got {value!r}")
+    networks = []
+    for item in value:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            networks.append(item)
+            continue
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"{item!r} is not an IP address or network (like '10.0.0.0/8')"
+            ) from None
+    return tuple(networks)
+
+
+def _meter_provider(value: Any) -> Any:
+    if value is not None and not callable(getattr(value, "get_meter", None)):
+        raise ConfigurationError(
+            f"expected an OpenTelemetry MeterProvider (with get_meter()), got {value!r}"
+        )
+    return value
+
+
 def _basic_auth(value: Any) -> tuple[str, str] | None:
     if value is None:
         return None
@@ -327,7 +390,10 @@ def _basic_auth(value: Any) -> tuple[str, str] | None:
     return (user, password)
 
 
-_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte")
+#: Settings that hold Python objects and so have no environment variable.
+_OBJECT_SETTINGS = frozenset({"registry", "correlation_id_validator", "meter_provider"})
+_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte",
+             "correlation_id", "trace_id_as_correlation_id", "exemplars", "otel_metrics")
 _CHECKS: dict[str, Any] = {
     "namespace": _namespace,
     "naming": _naming,
@@ -346,4 +412,12 @@ _CHECKS: dict[str, Any] = {
     "max_concurrent_scrapes": _positive_int,
     "metrics_bearer_token": _bearer_token,
     "metrics_basic_auth": _basic_auth,
+    "correlation_id": _bool,
+    "correlation_header": _correlation_header,
+    "correlation_id_validator": _validator,
+    "trusted_proxies": _trusted_proxies,
+    "trace_id_as_correlation_id": _bool,
+    "exemplars": _bool,
+    "meter_provider": _meter_provider,
+    "otel_metrics": _bool,
 }
