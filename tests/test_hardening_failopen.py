@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+import asgi_metrics.correlation_ids
 import asgi_metrics.middleware
 from asgi_metrics import MetricsMiddleware
 from tests.support.hardening import Message, call_asgi, http_scope, scrape
@@ -106,6 +107,18 @@ def _store_method(name: str) -> Fault:
     return inject
 
 
+def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Both callers: the middleware's fast path and the policy object's.
+    monkeypatch.setattr(asgi_metrics.middleware, "new_id", _raise)
+    monkeypatch.setattr(asgi_metrics.correlation_ids, "new_id", _raise)
+
+
+def _exemplar_store_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As if every request ran in a sampled span, so the exemplar is stored, and fails.
+    monkeypatch.setattr(asgi_metrics.middleware, "current_span_ids", lambda: (1, 2))
+    monkeypatch.setattr(mw.recorder.store, "exemplar", _raise)
+
+
 def _user_resolver_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
     # As if built with route_resolver=<a user callable that raises>.
     monkeypatch.setattr(mw, "_route_resolver", _raise)
@@ -138,7 +151,24 @@ _user_resolver_raises, "route lookup"
     "exclusion check": (
         lambda mw, mp: mp.setattr(mw.recorder, "counts", _raise), "reading the request",
     ),
+    # Exemplars are on by default (OpenTelemetry is installed in the test environment).
+    "exemplar lookup": (
+        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "current_span_ids", _raise),
+        "exemplar lookup",
+    ),
+    "exemplar store": (_exemplar_store_raises, "recording a request"),
+    # These three need correlation IDs on (see WITH_CORRELATION): when making the ID
+    # fails, the request is served as if the middleware were not there, header included.
+    "correlation ID generation": (_new_id_raises, "reading the request"),
+    "correlation ID choice": (
+        lambda mw, mp: mp.setattr(mw._correlation, "choose", _raise), "reading the request",
+    ),
+    "span lookup at start": (
+        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "sampled_span", _raise),
+        "reading the request",
+    ),
 }
+WITH_CORRELATION = {"correlation ID generation", "correlation ID choice", "span lookup at start"}
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -146,9 +176,12 @@ def test_client_sees_the_bare_app_whatever_fails(
     fault: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     inject, kind = FAULTS[fault]
+    extra: dict[str, Any] = {}
+    if fault in WITH_CORRELATION:
+        extra = {"correlation_id": True, "trace_id_as_correlation_id": True}
     mw = MetricsMiddleware(
         _app(), registry=CollectorRegistry(), time_to_first_byte=True, request_size=True,
-        response_size=True,
+        response_size=True, **extra,
     )
     inject(mw, monkeypatch)
     caplog.set_level(logging.ERROR, logger="asgi_metrics")

@@ -249,3 +249,17 @@ def test_max_label_sets_from_environment() -> None:
     assert Settings.build({}, {"HTTP_METRICS_MAX_LABEL_SETS": "300"}).max_label_sets == 300
     with pytest.raises(ConfigurationError, match="HTTP_METRICS_MAX_LABEL_SETS"):
         Settings.build({}, {"HTTP_METRICS_MAX_LABEL_SETS": "lots"})
+
+
+def test_exemplars_follow_the_cap() -> None:
+    from asgi_metrics.store import OVERFLOW_KEY, RequestStore
+
+    store = RequestStore((0.1, 1.0), (10.0,), max_label_sets=10)
+    for index in range(100):
+        key = ("GET", f"/{index}", "200")
+        store.observe(key, 0.01)
+        store.exemplar(key, 0.01, index + 1, index + 1, 0.0)
+    snap = store.snapshot()
+    assert len(snap.requests) == 10
+    assert set(snap.exemplars) <= set(snap.requests)
+    assert OVERFLOW_KEY in snap.exemplars
