@@ -237,7 +237,8 @@ class _Request:
         recorder.finish(
             self.method, self.route, status, duration,
             in_flight=self.in_flight, exc=exc, ttfb=self.ttfb,
-            request_size=_request_size(self.environ), response_size=self.response_size,
+            request_size=_request_size(self.environ) if recorder.wants_request_size else None,
+            response_size=self.response_size,
         )
 
 
