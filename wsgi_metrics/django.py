@@ -215,9 +215,16 @@ class MetricsMiddleware:
     def _metrics_response(self, request: HttpRequest) -> HttpResponse:
         meta = request.META
         status, headers, body = self.recorder.exposition.respond(
-            request.method, meta.get("HTTP_ACCEPT"), meta.get("HTTP_ACCEPT_ENCODING")
+            request.method,
+            meta.get("HTTP_ACCEPT"),
+            meta.get("HTTP_ACCEPT_ENCODING"),
+            meta.get("HTTP_AUTHORIZATION"),
         )
         response = HttpResponse(b"" if request.method == "HEAD" else body, status=status)
         for name, value in headers:
+            if name in response:
+                # Django keeps one value per header: two challenges (bearer and basic)
+                # share one WWW-Authenticate, comma-separated as RFC 9110 allows.
+                value = f"{response[name]}, {value}"
             response[name] = value  # Content-Length included: HEAD keeps the GET length
         return response

@@ -103,7 +103,10 @@ class MetricsMiddleware:
         mount it elsewhere too if wanted)."""
         method = environ.get("REQUEST_METHOD", "GET")
         status, headers, body = self.recorder.exposition.respond(
-            method, environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING")
+            method,
+            environ.get("HTTP_ACCEPT"),
+            environ.get("HTTP_ACCEPT_ENCODING"),
+            environ.get("HTTP_AUTHORIZATION"),
         )
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [b"" if method == "HEAD" else body]
