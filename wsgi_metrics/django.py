@@ -222,7 +222,7 @@ class MetricsMiddleware:
         )
         response = HttpResponse(b"" if request.method == "HEAD" else body, status=status)
         for name, value in headers:
-            if name in response:
+            if name == "WWW-Authenticate" and name in response:
                 # Django keeps one value per header: two challenges (bearer and basic)
                 # share one WWW-Authenticate, comma-separated as RFC 9110 allows.
                 value = f"{response[name]}, {value}"
