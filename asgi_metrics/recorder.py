@@ -10,6 +10,13 @@ from __future__ import annotations
 from .collector import StoreCollector, register
 from .failures import FailureLog
 from .labels import method_label, status_label
+from .multiprocess import (
+    check_directory,
+    multiproc_dir,
+    note_exemplars_off,
+    warn_if_several_workers,
+)
+from .multiprocess_store import MultiprocessStore
 from .naming import metric_names
 from .scrape import Exposition
 from .settings import Settings
@@ -26,7 +33,19 @@ class Recorder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = metric_names(settings)
-        self.store = RequestStore(settings.buckets, settings.size_buckets)
+        # Chosen once, here: prometheus_client picks its value class at import, so the
+        # environment cannot meaningfully change later in this process anyway.
+        self.multiprocess_dir = multiproc_dir()
+        self.store: RequestStore | MultiprocessStore
+        if self.multiprocess_dir is not None:
+            check_directory(self.multiprocess_dir)
+            note_exemplars_off()
+            self.store = MultiprocessStore(
+                self.names, settings.const_labels, settings.buckets, settings.size_buckets
+            )
+        else:
+            warn_if_several_workers()
+            self.store = RequestStore(settings.buckets, settings.size_buckets)
         self.collector = StoreCollector(self.store, self.names, settings.const_labels)
         register(settings.target_registry, self.collector)
         self.exposition = Exposition(settings.target_registry, self.collector)
