@@ -64,7 +64,9 @@ class Recorder:
         """Whether requests to ``path`` are counted (not excluded by the settings)."""
         if path in self._excluded:
             return False
-        return not any(pattern.fullmatch(path) for pattern in self._patterns)
+        if self._patterns:
+            return not any(pattern.fullmatch(path) for pattern in self._patterns)
+        return True
 
     @staticmethod
     def method(raw: object) -> str:
@@ -97,10 +99,8 @@ class Recorder:
         """A request's response is complete (or will never be)."""
         store = self.store
         try:
-            if in_flight:
-                store.end(method)
             key = (method, route, status_label(status, self._group_status))
-            store.observe(key, duration)
+            store.observe(key, duration, method if in_flight else None)
             if self._extras:
                 store.observe_extra(
                     key,
