@@ -172,8 +172,11 @@ class MultiprocessStore:
             value = self._new_gauge(method)
         value.inc(-1.0)
 
-    def observe(self, key: Key, duration: float) -> None:
-        """Count one finished request under ``key`` = (method, route, status)."""
+    def observe(self, key: Key, duration: float, ended: str | None = None) -> None:
+        """Count one finished request under ``key`` = (method, route, status); ``ended`` is
+        the method to take out of the in-flight count at the same time, or ``None``."""
+        if ended is not None:
+            self.end(ended)
         self._observe(self, self._duration, key, duration)
 
     def observe_extra(
