@@ -5,6 +5,7 @@ gauge comes back to 0 after a worker is killed mid-request."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -112,10 +113,8 @@ def test_kill_9_mid_request(server: Server) -> None:
 
 
 def _ignore_errors(url: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         get(url, timeout=90)
-    except OSError:
-        pass
 
 
 # Not with UvicornWorker: a recycled uvicorn worker resets connections it has accepted

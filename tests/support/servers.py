@@ -6,6 +6,7 @@ after a timeout) when the context is left, with all of its workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -78,7 +79,7 @@ class Server:
         self.env.update(env or {})
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
 
     @property
     def url(self) -> str:
@@ -103,6 +104,8 @@ class Server:
         raise RuntimeError(f"server did not start:\n{self.output()}")
 
     def output(self) -> str:
+        if self._log.closed:
+            return ""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
@@ -132,11 +135,10 @@ class Server:
             except ProcessLookupError:
                 pass
         # Workers that outlived their parent (shouldn't happen; never leave them behind).
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.proc = None
+        self._log.close()
 
     def __enter__(self) -> Server:
         return self.start()
