@@ -100,8 +100,9 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.1)
+        output = self.output()
         self.stop()
-        raise RuntimeError(f"server did not start:\n{self.output()}")
+        raise RuntimeError(f"server did not start:\n{output}")
 
     def output(self) -> str:
         if self._log.closed:
