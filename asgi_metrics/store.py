@@ -80,7 +80,10 @@ class RequestStore:
 
     def start(self, method: str) -> None:
         """One more request of ``method`` in flight."""
-        in_flight = self._shard().in_flight
+        try:
+            in_flight = self._local.shard.in_flight
+        except AttributeError:
+            in_flight = self._shard().in_flight
         try:
             in_flight[method] += 1
         except KeyError:
