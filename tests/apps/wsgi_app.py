@@ -28,6 +28,10 @@ def _route(path: str) -> tuple[str, int, bytes, float]:
         return "/sleep/{ms}", 200, b"slept", int(path[7:]) / 1000
     if path == "/fail":
         return "/fail", 500, b"failed", 0.0
+    if path.startswith("/flaky/") and path[7:].isdigit():
+        return "/flaky/{n}", 500 if int(path[7:]) % 4 == 0 else 200, b"flaky", 0.0
+    if path == "/boom":
+        return "/boom", 500, b"boom", 0.0
     if path == "/hang":
         with open(os.environ["HANG_PID_FILE"], "w") as file:
             file.write(str(os.getpid()))
@@ -51,5 +55,6 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     if pause:
         time.sleep(pause)
     start_response(f"{status} X", [("Content-Length", str(len(body)))])
-    recorder.finish(method, route, status, perf_counter() - start, in_flight=in_flight)
+    exc = RuntimeError("always fails") if route == "/boom" else None
+    recorder.finish(method, route, status, perf_counter() - start, in_flight=in_flight, exc=exc)
     return [body]
