@@ -302,3 +302,17 @@ async def test_trailing_slash_redirect_is_unmatched() -> None:
     families = await scrape(app)
     assert requests(families, UNMATCHED_ROUTE, status="307") == 1
     assert routes(families) == {UNMATCHED_ROUTE}
+
+
+async def test_late_route_sharing_an_endpoint_with_an_earlier_one() -> None:
+    # FastAPI does not put plain Starlette routes in scope["route"]; only the endpoint
+    # tells them apart, and here two routes share one endpoint, the second added late.
+    api = FastAPI()
+    api.add_route("/a", hello)
+    app = wrap(api)
+    assert await get_all(app, ["/a"]) == [200]
+    api.add_route("/b/{x}", hello)
+    assert await get_all(app, ["/b/1", "/b/2", "/a"]) == [200, 200, 200]
+    families = await scrape(app)
+    assert requests(families, "/a") == 2
+    assert requests(families, "/b/{x}") == 2
