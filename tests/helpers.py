@@ -60,14 +60,15 @@ async def drive(
     body: bytes = b"",
     *,
     incoming: Iterable[Message] | None = None,
+    sent: list[Message] | None = None,
 ) -> list[Message]:
     """Call ``app`` with a copy of ``scope``; return every message it sent, in order.
 
     ``receive`` yields ``incoming`` (default: one ``http.request`` with ``body``), then,
     like a real server, waits until the response is complete and answers
-    ``http.disconnect``.
+    ``http.disconnect``. Pass ``sent`` to see the messages even if the app raises.
     """
-    sent: list[Message] = []
+    sent = [] if sent is None else sent
     queue = list(
         incoming
         if incoming is not None
