@@ -116,7 +116,9 @@ class MetricsMiddleware:
             nonlocal status, trailers, ttfb, response_size
             kind = message.get("type")
             if kind == "http.response.start":
-                status = message.get("status", 0)
+                # A response started after the client went away reaches nobody (often
+                # Starlette's 500 for ClientDisconnect): the client closed the request.
+                status = CLIENT_CLOSED_STATUS if disconnected else message.get("status", 0)
                 trailers = bool(message.get("trailers"))
                 ttfb = perf_counter() - start
                 await send(message)
@@ -144,7 +146,7 @@ class MetricsMiddleware:
             raise
         except BaseException as exc:
             if not done:
-                finish(status or 500, exc)
+                finish(status or (CLIENT_CLOSED_STATUS if disconnected else 500), exc)
             else:
                 recorder.exception(method, route, exc)
             raise
