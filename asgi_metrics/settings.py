@@ -94,6 +94,7 @@ class Settings:
             if name not in known:
                 raise ConfigurationError(_unknown(name, known))
         merged: dict[str, Any] = {}
+        from_env: dict[str, str] = {}  # setting name -> the variable that set it
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
@@ -107,13 +108,16 @@ class Settings:
                 merged[name] = _from_env(name, raw)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{key}: {exc}") from None
+            from_env[name] = key
         merged.update(options)
         values: dict[str, Any] = {}
         for name, value in merged.items():
             try:
                 values[name] = _CHECKS[name](value)
             except ConfigurationError as exc:
-                raise ConfigurationError(f"setting {name!r}: {exc}") from None
+                env = from_env.get(name) if name not in options else None
+                source = f" (from {env})" if env else ""
+                raise ConfigurationError(f"setting {name!r}{source}: {exc}") from None
         return cls(**values)
 
 
