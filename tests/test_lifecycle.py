@@ -247,3 +247,29 @@ async def test_app_returning_without_a_response() -> None:
     # The server answers 500 for an app that sent nothing.
     assert requests(families, "__unmatched__", status="500") == 1
     assert in_flight(families) == 0
+
+
+async def test_recording_failure_leaves_the_request_alone_and_logs_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls = []
+
+    def broken_resolver(scope: Any) -> str:
+        calls.append(scope["path"])
+        raise KeyError("resolver bug")
+
+    inner = Starlette(routes=[Route("/ok/{n}", lambda request: PlainTextResponse("fine"))])
+    app = wrap(inner, route_resolver=broken_resolver)
+    with caplog.at_level("DEBUG"):
+        for n in range(3):
+            bare = await drive(inner, http_scope(f"/ok/{n}"))
+            assert await drive(app, http_scope(f"/ok/{n}")) == bare
+            assert bare[0]["status"] == 200
+    assert len(calls) == 3
+    records = [r for r in caplog.records if r.name.startswith("asgi_metrics")]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].levelname == "ERROR"
+    assert "resolver bug" in caplog.text
+    families = await scrape(app)
+    assert requests(families, "__unmatched__") == 3
+    assert in_flight(families) == 0
