@@ -348,3 +348,17 @@ async def test_promtool_finds_nothing(options: dict[str, Any]) -> None:
         await http.post("/users/1", content=b"y" * 500)
         await http.get("/quote/with%22quote")
     promtool_check(await scrape_text(app))
+
+
+async def test_metrics_path_and_exclusions_are_relative_to_root_path() -> None:
+    # uvicorn --root-path /proxy turns a request for /metrics into path "/proxy/metrics".
+    app = wrap(app_with_traffic_routes(), exclude_paths=["/users/1"],
+               exclude_patterns=[r"/users/9\d*"])
+    for path in ("/proxy/users/1", "/proxy/users/2", "/proxy/users/99"):
+        assert (await drive(app, http_scope(path, root_path="/proxy")))[0]["status"] == 200
+    messages = await drive(app, http_scope("/proxy/metrics", root_path="/proxy"))
+    assert messages[0]["status"] == 200
+    families = parse(messages[1]["body"].decode())
+    assert samples(families, REQUEST) == [
+        ({"method": "GET", "route": "/users/{user_id}", "status": "200"}, 1.0)
+    ]
