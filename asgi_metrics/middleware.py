@@ -68,7 +68,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path")
+        path = _route_path(scope)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
@@ -154,3 +154,19 @@ class MetricsMiddleware:
             # The app returned without completing its response. With nothing started the
             # server answers 500 itself, unless the client had already gone.
             finish(status or (CLIENT_CLOSED_STATUS if disconnected else 500))
+
+
+def _route_path(scope: Scope) -> object:
+    """The path without the server's ``root_path`` (``uvicorn --root-path /proxy`` puts
+    it in front of the requested path), as Starlette routes it."""
+    path = scope.get("path")
+    root_path = scope.get("root_path")
+    if (
+        isinstance(path, str)
+        and isinstance(root_path, str)
+        and root_path
+        and path.startswith(root_path)
+        and (len(path) == len(root_path) or path[len(root_path)] == "/")
+    ):
+        return path[len(root_path):] or "/"
+    return path

@@ -54,7 +54,8 @@ class Settings:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     #: Label statuses by class (``2xx``) instead of by code.
     group_status: bool = False
-    #: Paths that are served but not counted (exact match on the request path).
+    #: Paths that are served but not counted (exact match on the request path, without
+    #: the server's ``root_path``).
     exclude_paths: frozenset[str] = frozenset()
     #: Regular expressions; a path that fully matches one is not counted.
     exclude_patterns: tuple[re.Pattern[str], ...] = ()
