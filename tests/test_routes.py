@@ -316,3 +316,25 @@ async def test_late_route_sharing_an_endpoint_with_an_earlier_one() -> None:
     families = await scrape(app)
     assert requests(families, "/a") == 2
     assert requests(families, "/b/{x}") == 2
+
+
+async def test_catch_all_routes_keep_their_template() -> None:
+    # A route (not a mount) whose template ends in {path:path} is still a matched route.
+    api = FastAPI()
+
+    @api.get("/docs-files/{path:path}")
+    def docs_file(path: str) -> str:
+        return path
+
+    api.add_route("/raw/{path:path}", hello)
+    star = Starlette(routes=[Route("/files/{path:path}", hello)])
+    for inner, paths, template in (
+        (star, ["/files/a/b.txt", "/files/c"], "/files/{path:path}"),
+        (api, ["/docs-files/x/y", "/docs-files/z"], "/docs-files/{path:path}"),
+        (api, ["/raw/1/2", "/raw/3"], "/raw/{path:path}"),
+    ):
+        app = wrap(inner)
+        assert await get_all(app, paths) == [200, 200]
+        families = await scrape(app)
+        assert routes(families) == {template}
+        assert requests(families, template) == 2
