@@ -24,11 +24,14 @@ _MAX_DEPTH = 32
 class _Entry:
     """One full template a route object (or endpoint) stands for."""
 
-    __slots__ = ("_regex", "opaque_mount", "owner", "template")
+    __slots__ = ("_regex", "mount", "opaque_mount", "owner", "template")
 
-    def __init__(self, template: str, owner: object, opaque_mount: bool = False) -> None:
+    def __init__(
+        self, template: str, owner: object, mount: bool = False, opaque_mount: bool = False
+    ) -> None:
         self.template = template
         self.owner = owner  # keeps the object alive, so its id() is not reused
+        self.mount = mount
         self.opaque_mount = opaque_mount
         self._regex: re.Pattern[str] | None = None
 
@@ -77,7 +80,9 @@ class _Index:
             template = prefix + (path or "")
             if isinstance(effective, self._mount):
                 children = _routes_of(effective.app)
-                entry = _Entry(template + "/{path:path}", original, opaque_mount=not children)
+                entry = _Entry(
+                    template + "/{path:path}", original, mount=True, opaque_mount=not children
+                )
                 self._add(self.by_route, original, entry)
                 self._add(self.by_route, effective, entry)
                 self._add(self.by_endpoint, effective.app, entry)
@@ -168,7 +173,7 @@ class RouteTemplates:
             entry = entries[0]
         else:
             entry = _pick(entries, _route_path(scope, root_path))
-        if entry.template.endswith("/{path:path}") and not entry.opaque_mount:
+        if entry.mount and not entry.opaque_mount:
             return UNMATCHED_ROUTE  # a mounted router that matched nothing inside
         return entry.template
 
