@@ -93,7 +93,8 @@ _exemplar_note_logged = False
 
 
 def note_exemplars_off() -> None:
-    """Say once per process that exemplars are not recorded in multiprocess mode."""
+    """Say once per process that exemplars (on by default when OpenTelemetry is installed)
+    are not recorded in multiprocess mode."""
     global _exemplar_note_logged
     if not _exemplar_note_logged:
         _exemplar_note_logged = True

@@ -179,6 +179,12 @@ class MultiprocessStore:
             self.end(ended)
         self._observe(self, self._duration, key, duration)
 
+    def exemplar(
+        self, key: Key, duration: float, trace_id: int, span_id: int, timestamp: float
+    ) -> None:
+        """Exemplars are not supported in multiprocess mode (prometheus_client's files have
+        no place for them): ignored. The recorder does not call this in that mode."""
+
     def observe_extra(
         self,
         key: Key,
