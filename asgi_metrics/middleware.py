@@ -132,7 +132,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path")
+        path = _route_path(scope)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
@@ -186,7 +186,10 @@ class MetricsMiddleware:
             if not exchange.done:
                 if not exchange.status and id_header is not None and isinstance(exc, Exception):
                     await self._answer_error(scope, send, id_header)
-                exchange.finish(exchange.status or 500, exc)
+                exchange.finish(
+                    exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500),
+                    exc,
+                )
             else:
                 recorder.exception(method, exchange.route, exc)
             raise
@@ -337,7 +340,11 @@ class _Exchange:
             if not message.get("more_body") and not self.trailers and not self.done:
                 self.finish(self.status)
         elif kind == "http.response.start":
-            self.status = message.get("status", 0)
+            # A response started after the client went away reaches nobody (often
+            # Starlette's 500 for ClientDisconnect): the client closed the request.
+            self.status = (
+                CLIENT_CLOSED_STATUS if self.disconnected else message.get("status", 0)
+            )
             self.ttfb = perf_counter() - self.start
             if message.get("trailers"):
                 self.trailers = True
@@ -377,3 +384,19 @@ class _Exchange:
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
+
+
+def _route_path(scope: Scope) -> object:
+    """The path without the server's ``root_path`` (``uvicorn --root-path /proxy`` puts
+    it in front of the requested path), as Starlette routes it."""
+    path = scope.get("path")
+    root_path = scope.get("root_path")
+    if (
+        root_path
+        and isinstance(path, str)
+        and isinstance(root_path, str)
+        and path.startswith(root_path)
+        and (len(path) == len(root_path) or path[len(root_path)] == "/")
+    ):
+        return path[len(root_path):] or "/"
+    return path

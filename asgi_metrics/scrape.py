@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as generate_text
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from .collector import StoreCollector, iter_registered, others_only
 from .exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from .metrics_auth import MetricsAuth
+from .multiprocess import (
+    DirectoryCollector,
+    MultiProcessCollector,
+    add_request_counters,
+    collect_directory,
+    multiproc_dir,
+)
 from .settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 
 Headers = list[tuple[str, str]]
@@ -110,6 +121,11 @@ class Exposition:
     At most ``max_concurrent_scrapes`` scrapes are answered at once; more get 503 with
     ``Retry-After``. Scrapes that ask for the same format at the same time share one
     rendering, so a scrape storm costs one rendering, not one per request.
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set when this is built) the
+    directory is shown instead, summed over every worker, followed by the registry's other
+    collectors (see :meth:`_render_multiprocess`). Every adapter (ASGI endpoint, WSGI,
+    Django, the separate listener) renders through :meth:`render`, so all of them do this.
     """
 
     def __init__(
@@ -127,14 +143,66 @@ class Exposition:
         self._lock = threading.Lock()  # guards the two below; never held while rendering
         self._active = 0
         self._flights: dict[ScrapeRequest, _Flight] = {}
+        self.multiprocess_dir = multiproc_dir()
 
     def render(self, openmetrics: bool) -> bytes:
         """The exposition body, uncompressed (the one place every adapter renders)."""
+        if self.multiprocess_dir is not None:
+            return self._render_multiprocess(openmetrics)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         ours = "".join(store.render(openmetrics) for store in stores).encode("utf-8")
         with others_only():
             rest = (generate_openmetrics if openmetrics else generate_text)(self.registry)
         return ours + rest
+
+    def _render_multiprocess(self, openmetrics: bool) -> bytes:
+        """The directory's metrics (every worker's, ours and the app's own multiprocess
+        metrics), then the registry's other collectors, minus what would be one worker's
+        view of the same thing: families already shown from the directory, prometheus_client's
+        process/platform/GC collectors (this worker's CPU and memory, a different worker's at
+        every scrape) and any ``MultiProcessCollector`` registered there."""
+        path = self.multiprocess_dir
+        assert path is not None
+        metrics = collect_directory(path)
+        stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
+        add_request_counters(metrics, [
+            (store.names.requests.name, store.names.requests.help, store.names.duration.name)
+            for store in stores if store.names.requests is not None
+        ])
+        registry = self.registry
+        per_worker = (
+            prometheus_client.PROCESS_COLLECTOR,
+            prometheus_client.PLATFORM_COLLECTOR,
+            prometheus_client.GC_COLLECTOR,
+        )
+
+        class View:
+            def collect(self) -> Iterator[Metric]:
+                yield from metrics
+                seen = {metric.name for metric in metrics}
+                # The registry's collector list is private API; fall back to everything.
+                table = getattr(registry, "_collector_to_names", None)
+                lock = getattr(registry, "_lock", None)
+                collectors: list[Any]
+                if table is None or lock is None:
+                    collectors = [registry]
+                else:
+                    with lock:
+                        collectors = list(table)
+                with others_only():
+                    for collector in collectors:
+                        if collector in per_worker or isinstance(
+                            collector, (StoreCollector, MultiProcessCollector,
+                                        DirectoryCollector)
+                        ):
+                            continue
+                        for metric in collector.collect():
+                            if metric.name not in seen:
+                                seen.add(metric.name)
+                                yield metric
+
+        generate = generate_openmetrics if openmetrics else generate_text
+        return generate(View())  # generate_latest only calls .collect()
 
     def body(self, request: ScrapeRequest) -> bytes:
         """Render (and compress, if asked) one answer's body. No sharing: see

@@ -62,7 +62,8 @@ class Settings:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     #: Label statuses by class (``2xx``) instead of by code.
     group_status: bool = False
-    #: Paths that are served but not counted (exact match on the request path).
+    #: Paths that are served but not counted (exact match on the request path, without
+    #: the server's ``root_path``).
     exclude_paths: frozenset[str] = frozenset()
     #: Regular expressions; a path that fully matches one is not counted.
     exclude_patterns: tuple[re.Pattern[str], ...] = ()
@@ -136,6 +137,7 @@ class Settings:
             if name not in known:
                 raise ConfigurationError(_unknown(name, known))
         merged: dict[str, Any] = {}
+        from_env: dict[str, str] = {}  # setting name -> the variable that set it
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
@@ -149,13 +151,16 @@ class Settings:
                 merged[name] = _from_env(name, raw)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{key}: {exc}") from None
+            from_env[name] = key
         merged.update(options)
         values: dict[str, Any] = {}
         for name, value in merged.items():
             try:
                 values[name] = _CHECKS[name](value)
             except ConfigurationError as exc:
-                raise ConfigurationError(f"setting {name!r}: {exc}") from None
+                env = from_env.get(name) if name not in options else None
+                source = f" (from {env})" if env else ""
+                raise ConfigurationError(f"setting {name!r}{source}: {exc}") from None
         return cls(**values)
 
 
