@@ -318,3 +318,14 @@ def test_a_failed_rendering_reaches_every_waiting_scrape() -> None:
     assert len(errors) == 3 and exposition.renders == 1
     # Slots were released despite the failure.
     assert exposition.admit() and exposition.admit()
+
+
+def test_separate_listener_renders_the_multiprocess_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with start_metrics_server(0, registry=CollectorRegistry(), bearer_token=TOKEN) as server:
+        # Through the shared Exposition: multiprocess aggregation and credentials both apply.
+        assert server._server.exposition.multiprocess_dir is not None
+        assert _get(server.url)[0] == 401
+        assert _get(server.url, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
