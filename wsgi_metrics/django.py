@@ -256,14 +256,20 @@ class MetricsMiddleware:
         ttfb = None if pending is None else perf_counter() - pending.start
         try:
             close = response.close
+            closed = False
 
             def close_and_record() -> None:
+                nonlocal closed
                 try:
                     close()
                 finally:
-                    if pending is not None:
-                        self._finish(request, pending, status, ttfb=ttfb)
-                    _reset(token)
+                    # Once: Django's test clients close a streaming response themselves,
+                    # and a server may close it again.
+                    if not closed:
+                        closed = True
+                        if pending is not None:
+                            self._finish(request, pending, status, ttfb=ttfb)
+                        _reset(token)
 
             response.close = close_and_record
         except Exception as failure:
