@@ -6,11 +6,15 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,3 +454,47 @@ def test_werkzeug_server_sends_our_500_and_logs_the_exception(
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_gunicorn_gthread_sends_our_500_logs_it_and_leaks_no_id(tmp_path: Path) -> None:
+    """gunicorn with one reused pool thread: the client gets our 500 with the header, the
+    server logs the traceback, and the next request on that thread sees no leftover ID."""
+    port = _free_port()
+    log = tmp_path / "gunicorn.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
+         "-w", "1", "-k", "gthread", "--threads", "1", "-b", f"127.0.0.1:{port}",
+         "--error-logfile", str(log), "tests.wsgi_correlation_app:app"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fetch(port, "/peek")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no gunicorn"
+                time.sleep(0.1)
+        status, headers, body = fetch(port, "/boom", "gu-1")
+        assert (status, headers["x-request-id"], body) == (500, "gu-1", b"Internal Server Error")
+        assert fetch(port, "/peek")[2] == b"None"
+        assert fetch(port, "/stream", "gu-2")[2] == b"a=gu-2;b=gu-2;"
+        assert fetch(port, "/peek")[2] == b"None"
+        deadline = time.monotonic() + 5
+        while "RuntimeError: unhandled in plain WSGI" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "Error handling request" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+ROOT = Path(__file__).resolve().parent.parent
