@@ -25,10 +25,11 @@ from time import perf_counter
 from typing import Any
 
 from .correlation import current_correlation_id
+from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
 from .correlation_ids import CorrelationIds, new_id
 from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import SpanIds, current_span_ids, current_trace_id, sampled_span
+from .exemplars import SpanIds, current_span_ids, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
 from .settings import ConfigurationError, Settings
@@ -37,8 +38,6 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 
 RouteResolver = Callable[[Scope], "str | None"]
 
-#: The span attribute holding the correlation ID (no semantic convention exists for it).
-CORRELATION_ID_ATTRIBUTE = "correlation.id"
 _ERROR_BODY = b"Internal Server Error"
 _ERROR_START: Message = {
     "type": "http.response.start",
@@ -214,24 +213,18 @@ class MetricsMiddleware:
                 raw = value
                 break
         if span is None:
-            # The common cases in one step: a valid incoming ID, or none and no span.
+            # The common cases checked on the bytes, before decoding (the rest is the
+            # shared decision in CorrelationIds.for_request).
             if raw is None:
                 if not correlation.use_trace_id:
                     return new_id()
             elif correlation.plain_check_bytes is not None and correlation.plain_check_bytes(raw):
                 return bytes(raw).decode("ascii")
         incoming = None if raw is None else bytes(raw).decode("latin-1")
-        trace_id = None
-        if correlation.use_trace_id and (incoming is None or not correlation.valid(incoming)):
-            trace_id = current_trace_id()
         client = scope.get("client")
-        cid = correlation.choose(incoming, client[0] if client else None, trace_id)
-        if span is not None:
-            try:
-                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
-            except Exception as exc:
-                self.recorder.failures.report("setting the correlation ID span attribute", exc)
-        return cid
+        return correlation.for_request(
+            incoming, client[0] if client else None, span, self.recorder.failures
+        )
 
     async def _uncounted(
         self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
