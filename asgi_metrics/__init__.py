@@ -6,12 +6,12 @@
 
 from .correlation import get_correlation_id
 from .endpoint import metrics_app
+from .label_cap import OVERFLOW
 from .labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
 from .log_filter import CorrelationIdFilter
 from .middleware import MetricsMiddleware
 from .server import MetricsServer, start_metrics_server
 from .settings import DEFAULT_BUCKETS, ConfigurationError, Settings
-from .store import OVERFLOW
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",

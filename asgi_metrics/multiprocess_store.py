@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import values
 
 from .exposition import floatToGoString
+from .label_cap import LabelSetCap
 from .naming import Family, MetricNames
 from .settings import ConfigurationError
 from .store import Key, Snapshot
@@ -50,9 +51,10 @@ def multiprocess_value_class() -> Any:
 class _Histogram:
     """The value objects of one histogram family: per key ``[sum, bucket_0, ..., +Inf]``."""
 
-    __slots__ = ("bounds", "family", "les", "series")
+    __slots__ = ("bounds", "family", "les", "series", "table")
 
-    def __init__(self, family: Family, bounds: tuple[float, ...]) -> None:
+    def __init__(self, table: str, family: Family, bounds: tuple[float, ...]) -> None:
+        self.table = table  # its name for the label-set cap
         self.family = family
         self.bounds = bounds
         self.les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
@@ -75,8 +77,13 @@ class MultiprocessStore:
         const_labels: Mapping[str, str],
         buckets: tuple[float, ...],
         size_buckets: tuple[float, ...],
+        max_label_sets: int = 2000,
+        on_overflow: Callable[[str], None] | None = None,
     ) -> None:
         self._value_class = multiprocess_value_class()
+        # Per worker: the directory can hold up to workers x max_label_sets series.
+        self.max_label_sets = max_label_sets
+        self._cap = LabelSetCap(max_label_sets, on_overflow)
         self.names = names
         self.buckets = buckets
         self.size_buckets = size_buckets
@@ -86,17 +93,18 @@ class MultiprocessStore:
         # objects for one series would each keep their own running total and overwrite
         # each other's writes.
         self._lock = threading.Lock()
-        self._duration = _Histogram(names.duration, buckets)
+        self._duration = _Histogram("requests", names.duration, buckets)
         self._ttfb = (
             None if names.time_to_first_byte is None
-            else _Histogram(names.time_to_first_byte, buckets)
+            else _Histogram("ttfb", names.time_to_first_byte, buckets)
         )
         self._request_size = (
-            None if names.request_size is None else _Histogram(names.request_size, size_buckets)
+            None if names.request_size is None
+            else _Histogram("request_size", names.request_size, size_buckets)
         )
         self._response_size = (
             None if names.response_size is None
-            else _Histogram(names.response_size, size_buckets)
+            else _Histogram("response_size", names.response_size, size_buckets)
         )
         self._in_flight: dict[str, Any] = {}
         self._exceptions: dict[Key, Any] = {}
@@ -106,7 +114,16 @@ class MultiprocessStore:
     def _labels(self, family: Family, key: tuple[str, ...]) -> tuple[list[str], list[str]]:
         return [*family.labels, *self._const_names], [*key, *self._const_values]
 
+    def label_set_count(self, table: str) -> int:
+        """How many distinct keys ``table`` holds in this worker (tests, diagnostics)."""
+        return self._cap.count(table)
+
     def _new_series(self, hist: _Histogram, key: Key) -> list[Any]:
+        admitted = self._cap.admit(hist.table, key)
+        if admitted != key:
+            # Past the cap: counted under the overflow series. The key itself is not kept,
+            # so a flood of new keys costs this slow path each time, but no memory.
+            return hist.series.get(admitted) or self._new_series(hist, admitted)
         with self._lock:
             series = hist.series.get(key)
             if series is not None:
@@ -138,6 +155,9 @@ class MultiprocessStore:
             return value
 
     def _new_exception(self, key: Key) -> Any:
+        admitted = self._cap.admit("exceptions", key)
+        if admitted != key:
+            return self._exceptions.get(admitted) or self._new_exception(admitted)
         with self._lock:
             value = self._exceptions.get(key)
             if value is None:

@@ -15,6 +15,7 @@ from .collector import StoreCollector, register
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds
 from .failures import FailureLog, logger
+from .label_cap import OVERFLOW
 from .labels import OTHER_STATUS, method_label, status_labels
 from .metrics_auth import MetricsAuth
 from .multiprocess import (
@@ -27,7 +28,7 @@ from .multiprocess_store import MultiprocessStore
 from .naming import Family, metric_names
 from .scrape import Exposition
 from .settings import Settings
-from .store import OVERFLOW, RequestStore
+from .store import RequestStore
 
 
 class Recorder:
@@ -46,9 +47,9 @@ class Recorder:
         self.store: RequestStore | MultiprocessStore
         if self.multiprocess_dir is not None:
             check_directory(self.multiprocess_dir)
-            # Not capped by max_label_sets yet (see docs/security.md).
             self.store = MultiprocessStore(
-                self.names, settings.const_labels, settings.buckets, settings.size_buckets
+                self.names, settings.const_labels, settings.buckets, settings.size_buckets,
+                settings.max_label_sets, on_overflow=self._overflowed,
             )
         else:
             warn_if_several_workers()

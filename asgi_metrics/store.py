@@ -10,11 +10,9 @@ A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-buc
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
 counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
 
-Cardinality is capped per table (one table per metric family, the request counter and the
-duration histogram sharing theirs): a key a shard has not seen yet takes the slow path,
-which asks the store-wide admission set under a lock. Past ``max_label_sets`` distinct keys
-a new key is recorded under :data:`OVERFLOW_KEY` instead, so no traffic can make a family
-hold more than ``max_label_sets`` series. Keys already present never reach the lock.
+Cardinality is capped per family by :class:`~asgi_metrics.label_cap.LabelSetCap`: a key
+a shard has not seen yet takes the slow path and asks the cap, under its lock. Keys
+already present never reach the lock.
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .label_cap import OVERFLOW_KEY, LabelSetCap
+
 Key = tuple[str, str, str]
 Series = list[float]
 #: (trace_id, span_id, observed value, unix timestamp); the IDs as integers.
@@ -32,11 +32,6 @@ Exemplar = tuple[int, int, float, float]
 #: One slot per duration bucket (the last one ``+Inf``); ``None`` until one is seen.
 ExemplarSlots = list["Exemplar | None"]
 
-#: The label value of the one series that counts everything past the cap.
-OVERFLOW = "__overflow__"
-OVERFLOW_KEY: Key = (OVERFLOW, OVERFLOW, OVERFLOW)
-#: Tables with a cap, named as the :class:`_Shard` attributes.
-CAPPED_TABLES = ("requests", "exceptions", "ttfb", "request_size", "response_size")
 
 
 class _Shard:
@@ -91,38 +86,13 @@ class RequestStore:
         self._lock = threading.Lock()  # guards the shard list, never the request path
         self._shards: list[_Shard] = []
         self._retired = _Shard(None)
-        # Store-wide admitted keys per table, for the cap. Read and written only on the slow
-        # path (a key new to the calling thread's shard), under _admit_lock.
         self.max_label_sets = max_label_sets
-        self._on_overflow = on_overflow
-        self._admit_lock = threading.Lock()
-        self._admitted: dict[str, set[Key]] = {name: set() for name in CAPPED_TABLES}
-        self._overflowed: set[str] = set()
-
-    def _admit(self, table: str, key: Key) -> Key:
-        """The key to record under: ``key`` itself, or :data:`OVERFLOW_KEY` past the cap.
-
-        Only called when ``key`` is new to the calling thread's shard. The last slot of the
-        cap is kept for the overflow key, so a table never exceeds ``max_label_sets``.
-        """
-        with self._admit_lock:
-            admitted = self._admitted[table]
-            if key in admitted:
-                return key
-            if len(admitted) < self.max_label_sets - 1:
-                admitted.add(key)
-                return key
-            admitted.add(OVERFLOW_KEY)
-            first = table not in self._overflowed
-            self._overflowed.add(table)
-        if first and self._on_overflow is not None:
-            self._on_overflow(table)
-        return OVERFLOW_KEY
+        self._cap = LabelSetCap(max_label_sets, on_overflow)
+        self._admit = self._cap.admit
 
     def label_set_count(self, table: str) -> int:
         """How many distinct keys ``table`` holds across all shards (tests, diagnostics)."""
-        with self._admit_lock:
-            return len(self._admitted[table])
+        return self._cap.count(table)
 
     def _shard(self) -> _Shard:
         try:

@@ -316,3 +316,50 @@ def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:
         output = server.output()
     assert "PROMETHEUS_MULTIPROC_DIR is not set" in output, output
     assert "worker processes" in output
+
+
+def test_label_set_cap_holds_in_multiprocess_mode(tmp_path: Path) -> None:
+    # Through a real middleware in a process whose prometheus_client is in multiprocess
+    # mode: 500 distinct routes against a cap of 50, then the directory is read back.
+    result = run_python(
+        """
+        import asyncio
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.parser import text_string_to_metric_families
+        from asgi_metrics import MetricsMiddleware
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def main():
+            middleware = MetricsMiddleware(
+                app, registry=CollectorRegistry(), max_label_sets=50,
+                route_resolver=lambda scope: scope["path"],
+            )
+
+            async def receive():
+                return {"type": "http.request", "body": b""}
+
+            async def send(message):
+                pass
+
+            for index in range(500):
+                scope = {"type": "http", "method": "GET", "path": f"/r/{index}"}
+                await middleware(scope, receive, send)
+            text = middleware.recorder.exposition.render(False).decode()
+            counts = [
+                sample for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.name == "http_requests_total"
+            ]
+            print(len(counts), sum(sample.value for sample in counts))
+            print(middleware.recorder.store.label_set_count("requests"))
+
+        asyncio.run(main())
+        """,
+        {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    series, total, admitted = result.stdout.split()
+    assert (int(series), float(total), int(admitted)) == (50, 500.0, 50)
+    assert result.stderr.count("max_label_sets=50") == 1

@@ -1,0 +1,60 @@
+"""The hard cap on distinct label sets per metric family, shared by both stores.
+
+A store asks :meth:`LabelSetCap.admit` only when a key is new to it (its slow path), so
+keys already present never take the lock. Past ``max_label_sets`` distinct keys a new key
+is recorded under :data:`OVERFLOW_KEY` instead, so no traffic can make a family hold more
+than ``max_label_sets`` series. In multiprocess mode the cap holds per worker process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+Key = tuple[str, str, str]
+
+#: The label value of the one series that counts everything past the cap.
+OVERFLOW = "__overflow__"
+OVERFLOW_KEY: Key = (OVERFLOW, OVERFLOW, OVERFLOW)
+#: The capped tables, one per family (the request counter and the duration histogram
+#: share ``requests``).
+CAPPED_TABLES = ("requests", "exceptions", "ttfb", "request_size", "response_size")
+
+
+class LabelSetCap:
+    """Admits at most ``max_label_sets`` distinct keys per table."""
+
+    def __init__(
+        self, max_label_sets: int, on_overflow: Callable[[str], None] | None = None
+    ) -> None:
+        self.max_label_sets = max_label_sets
+        self._on_overflow = on_overflow
+        self._lock = threading.Lock()
+        self._admitted: dict[str, set[Key]] = {name: set() for name in CAPPED_TABLES}
+        self._overflowed: set[str] = set()
+
+    def admit(self, table: str, key: Key) -> Key:
+        """The key to record under: ``key`` itself, or :data:`OVERFLOW_KEY` past the cap.
+
+        The last slot of the cap is kept for the overflow key, so a table never exceeds
+        ``max_label_sets``. ``on_overflow(table)`` is called the first time a table
+        overflows.
+        """
+        with self._lock:
+            admitted = self._admitted[table]
+            if key in admitted:
+                return key
+            if len(admitted) < self.max_label_sets - 1:
+                admitted.add(key)
+                return key
+            admitted.add(OVERFLOW_KEY)
+            first = table not in self._overflowed
+            self._overflowed.add(table)
+        if first and self._on_overflow is not None:
+            self._on_overflow(table)
+        return OVERFLOW_KEY
+
+    def count(self, table: str) -> int:
+        """How many distinct keys ``table`` holds (tests, diagnostics)."""
+        with self._lock:
+            return len(self._admitted[table])
