@@ -122,6 +122,16 @@ class MetricsMiddleware:
         # the ID as a span attribute). Exemplars read it once, when the request is
         # recorded: an OpenTelemetry middleware outside us has its span current then too.
         self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
+        self._store_only = self.recorder.otel is None
+        self._excluded = settings.exclude_paths
+        self._patterns = settings.exclude_patterns
+        # Body sizes and the time to first byte cost per message: only measured when
+        # one of their histograms is on.
+        self._exchange_class: type[_Exchange] = (
+            _MeasuringExchange
+            if settings.time_to_first_byte or settings.request_size or settings.response_size
+            else _Exchange
+        )
 
     def _resolve(self, scope: Scope, root_path: str) -> str | None:
         assert self._route_resolver is not None
@@ -131,7 +141,10 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = _route_path(scope)
+        path = scope.get("path")
+        root_path = scope.get("root_path")
+        if root_path:
+            path = _route_path(path, root_path)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
@@ -146,16 +159,27 @@ class MetricsMiddleware:
                 cid = self._correlation_id(scope, correlation, span)
                 token = current_correlation_id.set(cid)
                 id_header = (correlation.header_bytes, cid.encode("ascii"))
-            if isinstance(path, str) and recorder.counts(path):
+            if isinstance(path, str) and path not in self._excluded and (
+                not self._patterns or recorder.counts(path)
+            ):
                 start = perf_counter()
                 raw_method = scope.get("method")
                 # ``in`` raises for an unhashable method: caught below.
                 method: str = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
-                scheme = scope.get("scheme") or "http"
-                exchange = _Exchange(
-                    self, scope, receive, send, method, start, recorder.start(method, scheme)
-                )
-                exchange.scheme = scheme
+                if self._store_only:
+                    # No OpenTelemetry instruments: straight to the store. A failure here
+                    # is caught below, and the request is then served unmeasured.
+                    recorder.store.start(method)
+                    exchange = self._exchange_class(
+                        self, scope, receive, send, method, start, True
+                    )
+                else:
+                    scheme = scope.get("scheme") or "http"
+                    exchange = self._exchange_class(
+                        self, scope, receive, send, method, start,
+                        recorder.start(method, scheme),
+                    )
+                    exchange.scheme = scheme
                 if span is not None:
                     context = span.get_span_context()
                     exchange.span_ids = (context.trace_id, context.span_id)
@@ -305,16 +329,7 @@ class _Exchange:
 
     async def receive(self) -> Message:
         message = await self._receive()
-        kind = message["type"]
-        if kind == "http.request":
-            body = message.get("body")
-            if body:
-                # A body without a length is the server's to reject, not ours.
-                try:  # noqa: SIM105 (per body message: suppress() costs more)
-                    self.request_size += len(body)
-                except TypeError:
-                    pass
-        elif kind == "http.disconnect":
+        if message["type"] == "http.disconnect":
             self.disconnected = True
         return message
 
@@ -323,13 +338,6 @@ class _Exchange:
         # The request is recorded as the app hands its last message to the server.
         kind = message["type"]
         if kind == "http.response.body":
-            body = message.get("body")
-            if body:
-                # A body without a length is the server's to reject, not ours.
-                try:  # noqa: SIM105 (per body message: suppress() costs more)
-                    self.response_size += len(body)
-                except TypeError:
-                    pass
             if not message.get("more_body") and not self.trailers and not self.done:
                 self.finish(self.status)
         elif kind == "http.response.start":
@@ -338,7 +346,6 @@ class _Exchange:
             self.status = (
                 CLIENT_CLOSED_STATUS if self.disconnected else message.get("status", 0)
             )
-            self.ttfb = perf_counter() - self.start
             if message.get("trailers"):
                 self.trailers = True
             if self.id_header is not None:
@@ -379,17 +386,49 @@ class _Exchange:
         )
 
 
-def _route_path(scope: Scope) -> object:
+def _route_path(path: object, root_path: object) -> object:
     """The path without the server's ``root_path`` (``uvicorn --root-path /proxy`` puts
     it in front of the requested path), as Starlette routes it."""
-    path = scope.get("path")
-    root_path = scope.get("root_path")
     if (
-        root_path
-        and isinstance(path, str)
+        isinstance(path, str)
         and isinstance(root_path, str)
         and path.startswith(root_path)
         and (len(path) == len(root_path) or path[len(root_path)] == "/")
     ):
         return path[len(root_path):] or "/"
     return path
+
+
+class _MeasuringExchange(_Exchange):
+    """An :class:`_Exchange` that also measures body sizes and the time to first byte,
+    for when one of those histograms is on."""
+
+    __slots__ = ()
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.request":
+            body = message.get("body")
+            if body:
+                # A body without a length is the server's to reject, not ours.
+                try:  # noqa: SIM105 (per body message: suppress() costs more)
+                    self.request_size += len(body)
+                except TypeError:
+                    pass
+        elif kind == "http.disconnect":
+            self.disconnected = True
+        return message
+
+    def send(self, message: Message) -> Awaitable[None]:
+        kind = message["type"]
+        if kind == "http.response.body":
+            body = message.get("body")
+            if body:
+                try:  # noqa: SIM105 (per body message: suppress() costs more)
+                    self.response_size += len(body)
+                except TypeError:
+                    pass
+        elif kind == "http.response.start":
+            self.ttfb = perf_counter() - self.start
+        return super().send(message)
