@@ -1,4 +1,4 @@
-"""Example Flask app with HTTP metrics (see docs/wsgi.md for how to run it).
+"""Example Flask app with HTTP metrics (see the README for how to run it).
 
 Run from the repository root::
 

@@ -1,4 +1,4 @@
-"""gunicorn settings for the multiprocess tests: the recipe from docs/multiprocess.md."""
+"""gunicorn settings for the multiprocess tests: the recipe from the README."""
 
 from asgi_metrics.multiprocess import child_exit, clean_multiproc_dir
 
