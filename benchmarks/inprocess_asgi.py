@@ -1,0 +1,219 @@
+"""In-process ASGI benchmark: await each app N times per batch inside one event loop.
+
+No sockets, no server: a synthetic HTTP scope, a ``receive`` that yields one ``http.request``
+(then ``http.disconnect``, as uvicorn does once the response is complete) and a ``send`` that
+discards. What remains is the app plus the middleware, so the difference to the bare app is
+the middleware's own cost per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from benchmarks._harness import Outcome, interleave, overheads, ratios_to, short_error
+from benchmarks.asgi_variants import (
+    HIT_BODY,
+    HIT_PATH,
+    VARIANTS,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
+
+SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0", "spec_version": "2.4"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": HIT_PATH,
+    "raw_path": HIT_PATH.encode(),
+    "query_string": b"",
+    "root_path": "",
+    "headers": [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", b"bench/1.0"),
+        (b"accept", b"*/*"),
+    ],
+    "client": ("127.0.0.1", 50000),
+    "server": ("127.0.0.1", 8000),
+}
+
+SCALING_SIZES = (1, 100, 1000)
+SCALING_VARIANTS = ("bare", "ours", "prometheus-fastapi-instrumentator", "starlette-exporter")
+
+
+class _Receive:
+    """One ``http.request``, then ``http.disconnect`` forever (uvicorn after the response)."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done = False
+
+    async def __call__(self) -> Message:
+        if self._done:
+            return {"type": "http.disconnect"}
+        self._done = True
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Message) -> None:
+    return None
+
+
+async def _drive(app: ASGIApp, n: int) -> float:
+    scope, send = SCOPE, _discard
+    start = perf_counter()
+    for _ in range(n):
+        await app(dict(scope), _Receive(), send)
+    return perf_counter() - start
+
+
+async def _check(app: ASGIApp) -> None:
+    """One request with a recording send: fail loudly if the variant broke the response."""
+    sent: list[Message] = []
+
+    async def record(message: Message) -> None:
+        sent.append(message)
+
+    await app(dict(SCOPE), _Receive(), record)
+    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    if status != 200 or body != HIT_BODY:
+        raise AssertionError(f"bad response: status={status} body={body[:60]!r}")
+
+
+# The FLOOR: the prometheus_client work one request needs, label children already resolved,
+# including the two clock reads any latency metric needs. Measured as floor_app - empty_app.
+def _floor_apps() -> tuple[ASGIApp, ASGIApp]:
+    registry = CollectorRegistry()
+    labels = ("GET", "/users/{user_id}", "200")
+    counter = Counter("floor_requests", "r", ["method", "route", "status"], registry=registry)
+    histogram = Histogram("floor_seconds", "d", ["method", "route", "status"], registry=registry)
+    gauge = Gauge("floor_in_progress", "g", ["method", "route"], registry=registry)
+    c, h, g = counter.labels(*labels), histogram.labels(*labels), gauge.labels(*labels[:2])
+
+    async def floor_app(scope: Scope, receive: Receive, send: Send) -> None:
+        g.inc()
+        start = perf_counter()
+        c.inc()
+        h.observe(perf_counter() - start)
+        g.dec()
+
+    async def empty_app(scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+    return floor_app, empty_app
+
+
+def _runner(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> Callable[[int], float]:
+    return lambda n: loop.run_until_complete(_drive(app, n))
+
+
+def _prepare(
+    loop: asyncio.AbstractEventLoop,
+    names: tuple[str, ...],
+    extra_routes: int,
+    warmup: int,
+) -> tuple[dict[str, Callable[[int], float]], dict[str, Outcome]]:
+    runners: dict[str, Callable[[int], float]] = {}
+    outcomes: dict[str, Outcome] = {}
+    for variant in VARIANTS:
+        if variant.name not in names:
+            continue
+        outcome = outcomes[variant.name] = Outcome(variant.name, variant.kind)
+        try:
+            app = variant.build(extra_routes)
+        except ImportError as exc:
+            outcome.status, outcome.reason = "skipped", f"not importable: {exc}"
+            continue
+        except Exception as exc:
+            outcome.status, outcome.reason = "error", f"build failed: {short_error(exc)}"
+            continue
+        try:
+            loop.run_until_complete(_check(app))
+            loop.run_until_complete(_drive(app, warmup))
+        except Exception as exc:
+            outcome.status, outcome.reason = "error", short_error(exc)
+            continue
+        runners[variant.name] = _runner(loop, app)
+    return runners, outcomes
+
+
+def _summarise(outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    over = overheads(outcomes, "bare")
+    peers = {k: v for k, v in over.items() if outcomes[k].kind == "peer"}
+    ratio = ratios_to(over.get("ours"), peers)
+    variants = {}
+    for name, o in outcomes.items():
+        row = o.as_dict()
+        row["overhead_us"] = None if name not in over else round(over[name], 4)
+        row["ours_over_this"] = None if ratio.get(name) is None else round(ratio[name], 4)
+        variants[name] = row
+    return {"baseline": "bare", "variants": variants}
+
+
+def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
+    loop = asyncio.new_event_loop()
+    try:
+        names = tuple(v.name for v in VARIANTS)
+        runners, outcomes = _prepare(loop, names, 0, warmup)
+        floor_app, empty_app = _floor_apps()
+        for name, app, kind in (("floor", floor_app, "floor"), ("empty", empty_app, "empty")):
+            outcomes[name] = Outcome(name, kind)
+            loop.run_until_complete(_drive(app, warmup))
+            runners[name] = _runner(loop, app)
+        interleave(runners, outcomes, n, repeats)
+    finally:
+        loop.close()
+
+    floor = outcomes.pop("floor")
+    empty = outcomes.pop("empty")
+    result = _summarise(outcomes)
+    floor_us = None
+    if floor.median_us is not None and empty.median_us is not None:
+        floor_us = floor.median_us - empty.median_us
+    result["floor"] = {
+        "floor_app": floor.as_dict(),
+        "empty_app": empty.as_dict(),
+        "floor_us": None if floor_us is None else round(floor_us, 4),
+        "description": "gauge.inc + 2x perf_counter + counter.inc + histogram.observe"
+        " + gauge.dec on resolved label children",
+    }
+    ours = result["variants"].get("ours", {}).get("overhead_us")
+    result["ours_over_floor"] = (
+        round(ours / floor_us, 4) if ours is not None and floor_us and floor_us > 0 else None
+    )
+    result["params"] = {"n_per_batch": n, "repeats": repeats, "warmup": warmup, "path": HIT_PATH}
+    return result
+
+
+def run_scaling(n: int, repeats: int, warmup: int) -> dict[str, Any]:
+    sizes: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+    try:
+        for size in SCALING_SIZES:
+            runners, outcomes = _prepare(loop, SCALING_VARIANTS, size, warmup)
+            interleave(runners, outcomes, n, repeats)
+            sizes[str(size)] = _summarise(outcomes)
+    finally:
+        loop.close()
+    flatness: dict[str, float | None] = {}
+    for name in SCALING_VARIANTS:
+        first = sizes[str(SCALING_SIZES[0])]["variants"].get(name, {}).get("overhead_us")
+        last = sizes[str(SCALING_SIZES[-1])]["variants"].get(name, {}).get("overhead_us")
+        flatness[name] = round(last / first, 4) if first and last is not None else None
+    return {
+        "params": {"n_per_batch": n, "repeats": repeats, "warmup": warmup,
+                   "extra_routes": list(SCALING_SIZES)},
+        "sizes": sizes,
+        "overhead_ratio_last_to_first": flatness,
+    }
