@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import statistics
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 # A batch runner executes the variant ``n`` times and returns elapsed seconds for the loop alone.
 BatchRunner = Callable[[int], float]
@@ -44,6 +47,49 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"[:300]
 
 
+def registry_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
+    """``{"registry": CollectorRegistry()}`` if ``factory`` accepts a ``registry`` keyword."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"registry": CollectorRegistry()} if "registry" in params else {}
+
+
+def prepare(
+    variants: Iterable[tuple[str, str, Callable[[], Any]]],
+    check: Callable[[Any], None],
+    make_runner: Callable[[Any], BatchRunner],
+    warmup: int,
+) -> tuple[dict[str, BatchRunner], dict[str, Outcome]]:
+    """Build, check and warm up each (name, kind, build) variant.
+
+    A build raising ImportError marks the variant skipped (package or our code not there
+    yet); any other failure while building, checking or warming up marks it an error.
+    """
+    runners: dict[str, BatchRunner] = {}
+    outcomes: dict[str, Outcome] = {}
+    for name, kind, build in variants:
+        outcome = outcomes[name] = Outcome(name, kind)
+        try:
+            app = build()
+        except ImportError as exc:
+            outcome.status, outcome.reason = "skipped", f"not importable: {exc}"
+            continue
+        except Exception as exc:
+            outcome.status, outcome.reason = "error", f"build failed: {short_error(exc)}"
+            continue
+        try:
+            check(app)
+            runner = make_runner(app)
+            runner(warmup)
+        except Exception as exc:
+            outcome.status, outcome.reason = "error", short_error(exc)
+            continue
+        runners[name] = runner
+    return runners, outcomes
+
+
 def interleave(
     runners: dict[str, BatchRunner], outcomes: dict[str, Outcome], n: int, repeats: int
 ) -> None:
@@ -78,8 +124,39 @@ def overheads(outcomes: dict[str, Outcome], baseline: str) -> dict[str, float]:
     }
 
 
+def paired_overheads(outcomes: dict[str, Outcome], baseline: str) -> dict[str, float]:
+    """Median over rounds of (variant sample - baseline sample from the same round).
+
+    Adjacent batches share whatever the machine was doing at the time, so this cancels slow
+    drift that the difference of medians does not; reported beside it as a noise check.
+    """
+    base = outcomes[baseline].samples_us if baseline in outcomes else []
+    result: dict[str, float] = {}
+    for name, o in outcomes.items():
+        if name == baseline or not o.samples_us or len(o.samples_us) != len(base):
+            continue
+        result[name] = statistics.median(v - b for v, b in zip(o.samples_us, base, strict=True))
+    return result
+
+
 def ratios_to(ours: float | None, others: dict[str, float]) -> dict[str, float | None]:
     """ours / other for each other overhead; None where undefined (non-positive)."""
     if ours is None:
         return {}
     return {name: (ours / v if v > 0 else None) for name, v in others.items()}
+
+
+def summarise(outcomes: dict[str, Outcome], baseline: str) -> dict[str, Any]:
+    """Per-variant rows with overhead over ``baseline`` and ours/peer overhead ratios."""
+    over = overheads(outcomes, baseline)
+    paired = paired_overheads(outcomes, baseline)
+    peers = {k: v for k, v in over.items() if outcomes[k].kind == "peer"}
+    ratio = ratios_to(over.get("ours"), peers)
+    variants = {}
+    for name, o in outcomes.items():
+        row = o.as_dict()
+        row["overhead_us"] = None if name not in over else round(over[name], 4)
+        row["paired_overhead_us"] = None if name not in paired else round(paired[name], 4)
+        row["ours_over_this"] = None if ratio.get(name) is None else round(ratio[name], 4)
+        variants[name] = row
+    return {"baseline": baseline, "variants": variants}

@@ -7,7 +7,6 @@ package is missing; the suite then reports the variant as skipped.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+from benchmarks._harness import registry_kwargs
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,15 +42,6 @@ def make_starlette(extra_routes: int = 0) -> Starlette:
     routes = [Route(f"/extra{i}/{{item_id}}", _extra) for i in range(extra_routes)]
     routes.append(Route("/users/{user_id}", _user, methods=["GET"]))
     return Starlette(routes=routes)
-
-
-def registry_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
-    """``{"registry": CollectorRegistry()}`` if ``factory`` accepts a ``registry`` keyword."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"registry": CollectorRegistry()} if "registry" in params else {}
 
 
 def build_bare(extra_routes: int = 0) -> ASGIApp:

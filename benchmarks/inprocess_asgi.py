@@ -9,13 +9,13 @@ the middleware's own cost per request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
 from time import perf_counter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from benchmarks._harness import Outcome, interleave, overheads, ratios_to, short_error
+from benchmarks._harness import BatchRunner, Outcome, interleave, prepare, summarise
 from benchmarks.asgi_variants import (
     HIT_BODY,
     HIT_PATH,
@@ -114,51 +114,24 @@ def _floor_apps() -> tuple[ASGIApp, ASGIApp]:
     return floor_app, empty_app
 
 
-def _runner(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> Callable[[int], float]:
+def _runner(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> BatchRunner:
     return lambda n: loop.run_until_complete(_drive(app, n))
 
 
 def _prepare(
-    loop: asyncio.AbstractEventLoop,
-    names: tuple[str, ...],
-    extra_routes: int,
-    warmup: int,
-) -> tuple[dict[str, Callable[[int], float]], dict[str, Outcome]]:
-    runners: dict[str, Callable[[int], float]] = {}
-    outcomes: dict[str, Outcome] = {}
-    for variant in VARIANTS:
-        if variant.name not in names:
-            continue
-        outcome = outcomes[variant.name] = Outcome(variant.name, variant.kind)
-        try:
-            app = variant.build(extra_routes)
-        except ImportError as exc:
-            outcome.status, outcome.reason = "skipped", f"not importable: {exc}"
-            continue
-        except Exception as exc:
-            outcome.status, outcome.reason = "error", f"build failed: {short_error(exc)}"
-            continue
-        try:
-            loop.run_until_complete(_check(app))
-            loop.run_until_complete(_drive(app, warmup))
-        except Exception as exc:
-            outcome.status, outcome.reason = "error", short_error(exc)
-            continue
-        runners[variant.name] = _runner(loop, app)
-    return runners, outcomes
-
-
-def _summarise(outcomes: dict[str, Outcome]) -> dict[str, Any]:
-    over = overheads(outcomes, "bare")
-    peers = {k: v for k, v in over.items() if outcomes[k].kind == "peer"}
-    ratio = ratios_to(over.get("ours"), peers)
-    variants = {}
-    for name, o in outcomes.items():
-        row = o.as_dict()
-        row["overhead_us"] = None if name not in over else round(over[name], 4)
-        row["ours_over_this"] = None if ratio.get(name) is None else round(ratio[name], 4)
-        variants[name] = row
-    return {"baseline": "bare", "variants": variants}
+    loop: asyncio.AbstractEventLoop, names: tuple[str, ...], extra_routes: int, warmup: int
+) -> tuple[dict[str, BatchRunner], dict[str, Outcome]]:
+    chosen = [
+        (v.name, v.kind, functools.partial(v.build, extra_routes))
+        for v in VARIANTS
+        if v.name in names
+    ]
+    return prepare(
+        chosen,
+        check=lambda app: loop.run_until_complete(_check(app)),
+        make_runner=lambda app: _runner(loop, app),
+        warmup=warmup,
+    )
 
 
 def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
@@ -177,7 +150,7 @@ def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
 
     floor = outcomes.pop("floor")
     empty = outcomes.pop("empty")
-    result = _summarise(outcomes)
+    result = summarise(outcomes, "bare")
     floor_us = None
     if floor.median_us is not None and empty.median_us is not None:
         floor_us = floor.median_us - empty.median_us
@@ -203,7 +176,7 @@ def run_scaling(n: int, repeats: int, warmup: int) -> dict[str, Any]:
         for size in SCALING_SIZES:
             runners, outcomes = _prepare(loop, SCALING_VARIANTS, size, warmup)
             interleave(runners, outcomes, n, repeats)
-            sizes[str(size)] = _summarise(outcomes)
+            sizes[str(size)] = summarise(outcomes, "bare")
     finally:
         loop.close()
     flatness: dict[str, float | None] = {}
