@@ -1,0 +1,22 @@
+"""HTTP request metrics for ASGI apps, correct by default.
+
+``app.add_middleware(MetricsMiddleware)`` (Starlette, FastAPI) or
+``app = MetricsMiddleware(app)`` (any ASGI app), then scrape ``/metrics``.
+"""
+
+from .endpoint import metrics_app
+from .labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
+from .middleware import MetricsMiddleware
+from .settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+
+__all__ = [
+    "CLIENT_CLOSED_STATUS",
+    "DEFAULT_BUCKETS",
+    "OTHER_METHOD",
+    "OTHER_STATUS",
+    "UNMATCHED_ROUTE",
+    "ConfigurationError",
+    "MetricsMiddleware",
+    "Settings",
+    "metrics_app",
+]

@@ -1,0 +1,148 @@
+"""The store as a prometheus_client ``Collector``, and its place in a registry.
+
+Registering the store lets anything that reads the registry (``generate_latest``,
+``start_http_server``, a user's own exporter) see our metrics. The middleware's own
+``/metrics`` does not go through this: it renders the store with the faster
+:mod:`asgi_metrics.exposition` and asks the registry only for the *other* collectors.
+
+Two middleware instances in one process (a test suite building app after app) each keep
+their own store. In a registry, the most recently built instance is the one registered:
+building another one with the same metric names replaces it instead of raising
+"Duplicated timeseries".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from .exposition import StoreRenderer, floatToGoString
+from .naming import Family, MetricNames
+from .settings import ConfigurationError
+from .store import Key, RequestStore, Series, cumulative
+
+_rendering_others = threading.local()
+# registry -> {metric names: collector}; weak so a dropped registry takes its entry along.
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, dict[frozenset[str], Collector]] = (
+    weakref.WeakKeyDictionary()
+)
+_registered_lock = threading.Lock()
+
+
+class StoreCollector(Collector):
+    """Exposes a :class:`~asgi_metrics.store.RequestStore` to a prometheus_client registry."""
+
+    def __init__(
+        self, store: RequestStore, names: MetricNames, const_labels: Mapping[str, str]
+    ) -> None:
+        self.store = store
+        self.names = names
+        self.renderer = StoreRenderer(names, const_labels, store.buckets, store.size_buckets)
+        self._const_names = list(const_labels)
+        self._const_values = list(const_labels.values())
+
+    def render(self, openmetrics: bool) -> str:
+        """Render this store with the fast renderer (OpenMetrics without ``# EOF``)."""
+        return self.renderer.render(self.store.snapshot(), openmetrics)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._empty(family) for family in self.names.all()]
+
+    def collect(self) -> Iterable[Metric]:
+        if getattr(_rendering_others, "active", False):
+            return []  # our own endpoint renders this store itself
+        snap = self.store.snapshot()
+        names = self.names
+        metrics: list[Metric] = []
+        if names.requests is not None:
+            counter = self._empty(names.requests)
+            for key, series in snap.requests.items():
+                counter.add_metric(self._values(key), sum(series[1:]))
+            metrics.append(counter)
+        metrics.append(self._histogram(names.duration, snap.requests, self.store.buckets))
+        gauge = self._empty(names.in_flight)
+        for method, count in snap.in_flight.items():
+            gauge.add_metric(self._values((method,)), count)
+        metrics.append(gauge)
+        exceptions = self._empty(names.exceptions)
+        for key, count in snap.exceptions.items():
+            exceptions.add_metric(self._values(key), count)
+        metrics.append(exceptions)
+        for family, table, bounds in (
+            (names.time_to_first_byte, snap.ttfb, self.store.buckets),
+            (names.request_size, snap.request_size, self.store.size_buckets),
+            (names.response_size, snap.response_size, self.store.size_buckets),
+        ):
+            if family is not None:
+                metrics.append(self._histogram(family, table, bounds))
+        return metrics
+
+    def _values(self, key: tuple[str, ...]) -> list[str]:
+        return [*key, *self._const_values]
+
+    def _empty(self, family: Family) -> Any:
+        labels = [*family.labels, *self._const_names]
+        kind = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}.get(
+            family.type, HistogramMetricFamily
+        )
+        return kind(family.name, family.help, labels=labels)
+
+    def _histogram(
+        self, family: Family, table: Mapping[Key, Series], bounds: tuple[float, ...]
+    ) -> Metric:
+        metric: Metric = self._empty(family)
+        les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
+        for key, series in table.items():
+            buckets = list(zip(les, cumulative(series), strict=True))
+            metric.add_metric(self._values(key), buckets, series[0])  # type: ignore[attr-defined]
+        return metric
+
+
+def register(registry: CollectorRegistry, collector: StoreCollector) -> None:
+    """Register ``collector``, replacing an earlier store with the same metric names."""
+    names = frozenset(family.name for family in collector.names.all())
+    with _registered_lock:
+        ours = _registered.setdefault(registry, {})
+        previous = ours.pop(names, None)
+        if previous is not None:
+            with contextlib.suppress(KeyError):  # the user unregistered it already
+                registry.unregister(previous)
+        try:
+            registry.register(collector)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{exc}. Another collector in this registry already uses these metric names:"
+                " set 'namespace' or pass a separate 'registry'."
+            ) from None
+        ours[names] = collector
+
+
+class others_only:
+    """While active in this thread, our collectors yield nothing (see module docs)."""
+
+    def __enter__(self) -> None:
+        _rendering_others.active = True
+
+    def __exit__(self, *exc: object) -> None:
+        _rendering_others.active = False
+
+
+def iter_registered(registry: CollectorRegistry) -> Iterator[StoreCollector]:
+    """The stores currently registered in ``registry`` by this library."""
+    with _registered_lock:
+        collectors = list(_registered.get(registry, {}).values())
+    for collector in collectors:
+        if isinstance(collector, StoreCollector):
+            yield collector

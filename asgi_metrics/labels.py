@@ -1,0 +1,45 @@
+"""Label policy: every label value comes from a closed set.
+
+Raw methods, raw paths and raw status numbers never reach a label directly; they go through
+these functions, which map anything unexpected onto one fixed value.
+"""
+
+from __future__ import annotations
+
+#: The methods that keep their own label value (RFC 9110 plus PATCH). Methods are
+#: case-sensitive, so ``get`` is not ``GET``.
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+#: The one label value for every other method token (the OpenTelemetry convention).
+OTHER_METHOD = "_OTHER"
+#: The one route value for requests no route claimed: 404s, slash redirects, plain ASGI/WSGI
+#: apps without a resolver. A raw path never becomes a label value.
+UNMATCHED_ROUTE = "__unmatched__"
+#: Status value for a client that went away (or a cancelled task) before a response started,
+#: the nginx convention for "client closed request". Not a server error.
+CLIENT_CLOSED_STATUS = 499
+#: Status value for anything outside 100-599.
+OTHER_STATUS = "other"
+
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}
+_STATUS_CLASS_LABELS = {code: f"{code // 100}xx" for code in range(100, 600)}
+
+
+def method_label(method: object) -> str:
+    """Return ``method`` if it is a standard HTTP method, else :data:`OTHER_METHOD`."""
+    if method in KNOWN_METHODS:
+        return str(method)
+    return OTHER_METHOD
+
+
+def status_label(status: object, group: bool = False) -> str:
+    """Return the label for a status code: ``"404"`` (or ``"4xx"`` when grouping).
+
+    Anything that is not an integer in 100-599 becomes :data:`OTHER_STATUS`.
+    """
+    table = _STATUS_CLASS_LABELS if group else _STATUS_LABELS
+    try:
+        return table[status]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return OTHER_STATUS

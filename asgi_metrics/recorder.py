@@ -1,0 +1,103 @@
+"""The framework-agnostic core: how one request is counted.
+
+An adapter (ASGI, WSGI, Django) turns a request into plain values (method, route template,
+status, timings) and calls :meth:`Recorder.start` when it arrives and :meth:`Recorder.finish`
+when its response is complete. Nothing here knows about any framework.
+"""
+
+from __future__ import annotations
+
+from .collector import StoreCollector, register
+from .failures import FailureLog
+from .labels import method_label, status_label
+from .naming import metric_names
+from .scrape import Exposition
+from .settings import Settings
+from .store import RequestStore
+
+
+class Recorder:
+    """The store, its registration and the label policy for one middleware instance.
+
+    Every method here is fail-open: a failure is logged (rate-limited) and swallowed, so
+    recording can never break a request.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = metric_names(settings)
+        self.store = RequestStore(settings.buckets, settings.size_buckets)
+        self.collector = StoreCollector(self.store, self.names, settings.const_labels)
+        register(settings.target_registry, self.collector)
+        self.exposition = Exposition(settings.target_registry, self.collector)
+        self.failures = FailureLog()
+        self._group_status = settings.group_status
+        self._excluded = settings.exclude_paths
+        self._patterns = settings.exclude_patterns
+        self._extras = (
+            settings.time_to_first_byte or settings.request_size or settings.response_size
+        )
+        self.wants_ttfb = settings.time_to_first_byte
+        self.wants_request_size = settings.request_size
+        self.wants_response_size = settings.response_size
+
+    def counts(self, path: str) -> bool:
+        """Whether requests to ``path`` are counted (not excluded by the settings)."""
+        if path in self._excluded:
+            return False
+        return not any(pattern.fullmatch(path) for pattern in self._patterns)
+
+    @staticmethod
+    def method(raw: object) -> str:
+        """The label value for a raw request method."""
+        return method_label(raw)
+
+    def start(self, method: str) -> bool:
+        """A request arrived. Returns whether it was counted in flight (pass that on to
+        :meth:`finish`, so the gauge only goes down for what went up)."""
+        try:
+            self.store.start(method)
+            return True
+        except Exception as exc:
+            self.failures.report("recording a request start", exc)
+            return False
+
+    def finish(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        duration: float,
+        *,
+        in_flight: bool,
+        exc: BaseException | None = None,
+        ttfb: float | None = None,
+        request_size: int | None = None,
+        response_size: int | None = None,
+    ) -> None:
+        """A request's response is complete (or will never be)."""
+        store = self.store
+        try:
+            if in_flight:
+                store.end(method)
+            key = (method, route, status_label(status, self._group_status))
+            store.observe(key, duration)
+            if self._extras:
+                store.observe_extra(
+                    key,
+                    ttfb if self.wants_ttfb else None,
+                    request_size if self.wants_request_size else None,
+                    response_size if self.wants_response_size else None,
+                )
+            if exc is not None:
+                store.count_exception((method, route, type(exc).__qualname__))
+        except Exception as failure:
+            self.failures.report("recording a request", failure)
+
+    def exception(self, method: str, route: str, exc: BaseException) -> None:
+        """Count an exception raised after the request was already recorded (a streaming
+        body that failed after its last chunk, a background task)."""
+        try:
+            self.store.count_exception((method, route, type(exc).__qualname__))
+        except Exception as failure:
+            self.failures.report("recording an exception", failure)

@@ -1,0 +1,266 @@
+"""The one settings object every integration builds (ASGI keywords, WSGI keywords, Django
+settings, Flask config, ``HTTP_METRICS_*`` environment variables).
+
+Everything is validated here, once, when the middleware is built: a wrong setting raises
+:class:`ConfigurationError` naming the setting, never a failure per request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+#: The OpenTelemetry HTTP server duration buckets, in seconds.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+#: Body size buckets, in bytes (100 B to 100 MB, by factors of 10).
+DEFAULT_SIZE_BUCKETS: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
+
+ENV_PREFIX = "HTTP_METRICS_"
+NAMING_PRESETS = ("default", "otel")
+
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigurationError(ValueError):
+    """A setting has a wrong value or name. The message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated options shared by every integration.
+
+    Build it with :meth:`Settings.build`, which applies ``HTTP_METRICS_*`` environment
+    variables under the keyword options and validates everything.
+    """
+
+    #: Prefix for every metric name (``myapp`` gives ``myapp_http_requests_total``).
+    namespace: str = ""
+    #: ``"default"`` (``http_requests_total`` ...) or ``"otel"`` (OpenTelemetry names).
+    naming: str = "default"
+    #: Duration histogram bucket bounds, seconds, strictly increasing.
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    #: Label statuses by class (``2xx``) instead of by code.
+    group_status: bool = False
+    #: Paths that are served but not counted (exact match on the request path).
+    exclude_paths: frozenset[str] = frozenset()
+    #: Regular expressions; a path that fully matches one is not counted.
+    exclude_patterns: tuple[re.Pattern[str], ...] = ()
+    #: Where the middleware serves the metrics; ``None`` turns the endpoint off.
+    metrics_path: str | None = "/metrics"
+    #: The registry the metrics are registered in (and whose other collectors ``/metrics``
+    #: also shows). ``None`` means prometheus_client's default ``REGISTRY``.
+    registry: CollectorRegistry | None = None
+    #: Labels with fixed values added to every series of this library.
+    const_labels: Mapping[str, str] = field(default_factory=dict)
+    #: Also record a request body size histogram.
+    request_size: bool = False
+    #: Also record a response body size histogram.
+    response_size: bool = False
+    #: Also record a time-to-first-byte histogram (arrival to the response start).
+    time_to_first_byte: bool = False
+    #: Bucket bounds for the body size histograms, bytes.
+    size_buckets: tuple[float, ...] = DEFAULT_SIZE_BUCKETS
+
+    @property
+    def target_registry(self) -> CollectorRegistry:
+        return REGISTRY if self.registry is None else self.registry
+
+    @classmethod
+    def build(
+        cls, options: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Validate ``options`` (keyword names as documented) over the environment.
+
+        ``environ`` defaults to ``os.environ``; pass ``{}`` to ignore the environment.
+        Explicit options win over environment variables.
+        """
+        options = dict(options or {})
+        environ = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        for name in options:
+            if name not in known:
+                raise ConfigurationError(_unknown(name, known))
+        merged: dict[str, Any] = {}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX):].lower()
+            if name not in known or name == "registry":
+                raise ConfigurationError(
+                    f"{key}: {_unknown(name, known - {'registry'})}"
+                    " (environment variables are HTTP_METRICS_ plus a setting name)"
+                )
+            try:
+                merged[name] = _from_env(name, raw)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{key}: {exc}") from None
+        merged.update(options)
+        values: dict[str, Any] = {}
+        for name, value in merged.items():
+            try:
+                values[name] = _CHECKS[name](value)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"setting {name!r}: {exc}") from None
+        return cls(**values)
+
+
+def _unknown(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown setting {name!r}{hint}"
+
+
+def _from_env(name: str, raw: str) -> Any:
+    """Turn an environment string into the value type ``_CHECKS[name]`` expects."""
+    raw = raw.strip()
+    if name in _BOOLEANS:
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ConfigurationError(f"expected true or false, got {raw!r}")
+    if name in ("buckets", "size_buckets"):
+        try:
+            return [float(part) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            raise ConfigurationError(f"expected comma-separated numbers, got {raw!r}") from None
+    if name in ("exclude_paths", "exclude_patterns"):
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if name == "const_labels":
+        labels: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigurationError(f"expected name=value pairs, got {part!r}")
+            labels[key.strip()] = value.strip()
+        return labels
+    if name == "metrics_path" and raw.lower() in ("", "none", "off"):
+        return None
+    return raw
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"expected True or False, got {value!r}")
+    return value
+
+
+def _namespace(value: Any) -> str:
+    if not isinstance(value, str) or (value and not _METRIC_NAME.fullmatch(value)):
+        raise ConfigurationError(
+            f"expected a metric name prefix like 'myapp' ([a-zA-Z_:][a-zA-Z0-9_:]*), got {value!r}"
+        )
+    return value
+
+
+def _naming(value: Any) -> str:
+    if value not in NAMING_PRESETS:
+        raise ConfigurationError(f"expected one of {', '.join(NAMING_PRESETS)}, got {value!r}")
+    return str(value)
+
+
+def _buckets(value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of numbers, got {value!r}")
+    bounds: list[float] = []
+    for bound in value:
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+            raise ConfigurationError(f"expected numbers, got {bound!r}")
+        bounds.append(float(bound))
+    if bounds and math.isinf(bounds[-1]) and bounds[-1] > 0:
+        bounds.pop()  # +Inf is always there; accept it written out.
+    if not bounds:
+        raise ConfigurationError("expected at least one finite bucket bound")
+    if any(math.isnan(b) or math.isinf(b) for b in bounds):
+        raise ConfigurationError(f"bucket bounds must be finite numbers, got {list(value)!r}")
+    if any(b >= a for b, a in itertools.pairwise(bounds)):
+        raise ConfigurationError(f"bucket bounds must be strictly increasing, got {bounds!r}")
+    return tuple(bounds)
+
+
+def _exclude_paths(value: Any) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of paths, got {value!r}")
+    paths = list(value)
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigurationError(f"paths must be strings starting with '/', got {path!r}")
+    return frozenset(paths)
+
+
+def _exclude_patterns(value: Any) -> tuple[re.Pattern[str], ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of regular expressions, got {value!r}")
+    patterns = []
+    for pattern in value:
+        if isinstance(pattern, re.Pattern):
+            patterns.append(pattern)
+            continue
+        if not isinstance(pattern, str):
+            raise ConfigurationError(f"expected a regular expression, got {pattern!r}")
+        try:
+            patterns.append(re.compile(pattern))
+        except re.error as exc:
+            raise ConfigurationError(
+                f"{pattern!r} is not a valid regular expression: {exc}"
+            ) from None
+    return tuple(patterns)
+
+
+def _metrics_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(f"expected a path starting with '/' or None, got {value!r}")
+    return value
+
+
+def _registry(value: Any) -> CollectorRegistry | None:
+    if value is not None and not isinstance(value, CollectorRegistry):
+        raise ConfigurationError(f"expected a prometheus_client CollectorRegistry, got {value!r}")
+    return value
+
+
+def _const_labels(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"expected a mapping of label names to values, got {value!r}")
+    labels: dict[str, str] = {}
+    for key, label_value in value.items():
+        if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
+            raise ConfigurationError(f"{key!r} is not a valid label name")
+        if not isinstance(label_value, str):
+            raise ConfigurationError(f"the value of {key!r} must be a string")
+        labels[key] = label_value
+    return labels
+
+
+_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte")
+_CHECKS: dict[str, Any] = {
+    "namespace": _namespace,
+    "naming": _naming,
+    "buckets": _buckets,
+    "group_status": _bool,
+    "exclude_paths": _exclude_paths,
+    "exclude_patterns": _exclude_patterns,
+    "metrics_path": _metrics_path,
+    "registry": _registry,
+    "const_labels": _const_labels,
+    "request_size": _bool,
+    "response_size": _bool,
+    "time_to_first_byte": _bool,
+    "size_buckets": _buckets,
+}

@@ -1,0 +1,179 @@
+"""Route templates for Starlette and FastAPI, read from what the router already decided.
+
+Starlette's ``Router`` writes the route it chose into ``scope["route"]`` (and the endpoint
+into ``scope["endpoint"]``); the first router also puts itself in ``scope["router"]``. A
+route object only knows its *local* path, so the full template (mount prefixes, FastAPI
+``include_router`` prefixes) comes from an index of the route tree, built once per router
+and again only when a route object turns up that the index has not seen. The request path
+is never matched against the routes, except to tell apart the few templates that share
+one route object (a router included under two prefixes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .labels import UNMATCHED_ROUTE
+from .types import Scope
+
+_MAX_DEPTH = 32
+
+
+class _Entry:
+    """One full template a route object (or endpoint) stands for."""
+
+    __slots__ = ("_regex", "opaque_mount", "owner", "template")
+
+    def __init__(self, template: str, owner: object, opaque_mount: bool = False) -> None:
+        self.template = template
+        self.owner = owner  # keeps the object alive, so its id() is not reused
+        self.opaque_mount = opaque_mount
+        self._regex: re.Pattern[str] | None = None
+
+    def matches(self, route_path: str) -> bool:
+        if self._regex is None:
+            from starlette.routing import compile_path
+
+            self._regex = compile_path(self.template)[0]
+        return self._regex.match(route_path) is not None
+
+
+class _Index:
+    """Full templates of one router's tree, by route object and by endpoint."""
+
+    def __init__(self, router: Any) -> None:
+        from starlette.routing import Host, Mount
+
+        self.router = router
+        self.by_route: dict[int, list[_Entry]] = {}
+        self.by_endpoint: dict[int, list[_Entry]] = {}
+        self._mount = Mount
+        self._host = Host
+        self._walk(_routes_of(router), "", 0)
+
+    def _add(self, table: dict[int, list[_Entry]], obj: object, entry: _Entry) -> None:
+        if obj is None:
+            return
+        entries = table.setdefault(id(obj), [])
+        if all(existing.template != entry.template for existing in entries):
+            entries.append(entry)
+
+    def _walk(self, routes: Sequence[Any], prefix: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            return
+        for original, effective, path in _route_contexts(routes):
+            if isinstance(effective, self._host):
+                self._walk(_routes_of(effective.app), prefix, depth + 1)
+                continue
+            template = prefix + (path or "")
+            if isinstance(effective, self._mount):
+                children = _routes_of(effective.app)
+                entry = _Entry(template + "/{path:path}", original, opaque_mount=not children)
+                self._add(self.by_route, original, entry)
+                self._add(self.by_route, effective, entry)
+                self._add(self.by_endpoint, effective.app, entry)
+                self._walk(children, template, depth + 1)
+                continue
+            entry = _Entry(template, original)
+            self._add(self.by_route, original, entry)
+            self._add(self.by_route, effective, entry)
+            self._add(self.by_endpoint, getattr(effective, "endpoint", None), entry)
+
+
+def _routes_of(app: Any) -> Sequence[Any]:
+    """The routes of a router or app, looking through middleware that wraps it."""
+    for _ in range(_MAX_DEPTH):
+        if app is None:
+            return []
+        routes = getattr(app, "routes", None)
+        if routes is not None:
+            return routes  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+    return []
+
+
+def _route_contexts(routes: Sequence[Any]) -> Iterable[tuple[Any, Any, str | None]]:
+    """(object the router puts in the scope, the route as matched, its path) per route.
+
+    FastAPI 0.165 keeps included routers as nodes; its public ``iter_route_contexts``
+    yields their routes with full prefixes. Older FastAPI and Starlette have flat lists.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:
+        return [(route, route, getattr(route, "path", None)) for route in routes]
+    return [
+        (ctx.original_route, ctx._effective_route, ctx.path)
+        for ctx in iter_route_contexts(routes)
+    ]
+
+
+class RouteTemplates:
+    """Finds the route template of a request served by a Starlette or FastAPI router."""
+
+    def __init__(self) -> None:
+        self._indexes: dict[int, _Index] = {}
+        self._misses: set[int] = set()
+
+    def _index(self, router: Any, rebuild: bool = False) -> _Index:
+        index = self._indexes.get(id(router))
+        if index is None or index.router is not router or rebuild:
+            index = _Index(router)
+            if len(self._indexes) > 16:  # routers come and go only in test suites
+                self._indexes.clear()
+            self._indexes[id(router)] = index
+        return index
+
+    def lookup(self, scope: Scope, root_path: str) -> str | None:
+        """The template for a finished request, :data:`UNMATCHED_ROUTE` when the router
+        matched nothing, or ``None`` when no Starlette router saw the request.
+
+        ``root_path`` is the scope's ``root_path`` as it was when the request arrived.
+        """
+        router = scope.get("router")
+        if router is None:
+            return None
+        index = self._index(router)
+        route = scope.get("route")
+        entries = None
+        if route is not None and not isinstance(route, (index._mount, index._host)):
+            entries = self._find(router, False, route)
+            if entries is None:
+                path = getattr(route, "path", None)  # a route outside the tree we can walk
+                return path if isinstance(path, str) else UNMATCHED_ROUTE
+        else:
+            entries = self._find(router, True, scope.get("endpoint"))
+            if entries is None:
+                return UNMATCHED_ROUTE
+        entry = entries[0] if len(entries) == 1 else _pick(entries, _route_path(scope, root_path))
+        if entry.template.endswith("/{path:path}") and not entry.opaque_mount:
+            return UNMATCHED_ROUTE  # a mounted router that matched nothing inside
+        return entry.template
+
+    def _find(self, router: Any, by_endpoint: bool, obj: object) -> list[_Entry] | None:
+        if obj is None:
+            return None
+        index = self._index(router)
+        entries = (index.by_endpoint if by_endpoint else index.by_route).get(id(obj))
+        if entries is None and id(obj) not in self._misses:
+            # Routes added after the first request: rebuild once per unknown object.
+            self._misses.add(id(obj))
+            index = self._index(router, rebuild=True)
+            entries = (index.by_endpoint if by_endpoint else index.by_route).get(id(obj))
+        return entries
+
+
+def _pick(entries: list[_Entry], route_path: str) -> _Entry:
+    for entry in entries:
+        if entry.matches(route_path):
+            return entry
+    return entries[0]
+
+
+def _route_path(scope: Scope, root_path: str) -> str:
+    path: str = scope.get("path", "")
+    if root_path and path.startswith(root_path):
+        return path[len(root_path):] or "/"
+    return path

@@ -1,0 +1,197 @@
+"""Where finished requests are counted in a single process: a store whose per-request path
+takes no lock.
+
+Each thread writes only to its own shard (a few plain dicts), so concurrent writers never
+race and nothing on the request path waits for a lock. A scrape sums the shards. Shards of
+threads that have ended are folded into one retired shard at scrape time, so servers that
+start a thread per request do not grow the store.
+
+A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-bucket counts
+(not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
+counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Key = tuple[str, str, str]
+Series = list[float]
+
+
+class _Shard:
+    __slots__ = ("exceptions", "in_flight", "request_size", "requests", "response_size",
+                 "thread", "ttfb")
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.requests: dict[Key, Series] = {}
+        self.in_flight: dict[str, int] = {}
+        self.exceptions: dict[Key, int] = {}
+        self.ttfb: dict[Key, Series] = {}
+        self.request_size: dict[Key, Series] = {}
+        self.response_size: dict[Key, Series] = {}
+
+
+@dataclass
+class Snapshot:
+    """The summed values of every shard at one moment."""
+
+    requests: dict[Key, Series] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    exceptions: dict[Key, int] = field(default_factory=dict)
+    ttfb: dict[Key, Series] = field(default_factory=dict)
+    request_size: dict[Key, Series] = field(default_factory=dict)
+    response_size: dict[Key, Series] = field(default_factory=dict)
+
+
+_HISTOGRAMS = ("requests", "ttfb", "request_size", "response_size")
+
+
+class RequestStore:
+    """Counts requests, durations, in-flight requests and exceptions.
+
+    ``buckets`` and ``size_buckets`` are the finite bucket bounds (``+Inf`` is implied).
+    """
+
+    def __init__(self, buckets: tuple[float, ...], size_buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.size_buckets = size_buckets
+        self._width = len(buckets) + 2
+        self._size_width = len(size_buckets) + 2
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards the shard list, never the request path
+        self._shards: list[_Shard] = []
+        self._retired = _Shard(None)
+
+    def _shard(self) -> _Shard:
+        try:
+            return self._local.shard  # type: ignore[no-any-return]
+        except AttributeError:
+            shard = _Shard(threading.current_thread())
+            with self._lock:
+                self._shards.append(shard)
+            self._local.shard = shard
+            return shard
+
+    def start(self, method: str) -> None:
+        """One more request of ``method`` in flight."""
+        in_flight = self._shard().in_flight
+        try:
+            in_flight[method] += 1
+        except KeyError:
+            in_flight[method] = 1
+
+    def end(self, method: str) -> None:
+        """One request of ``method`` fewer in flight. Pairs with :meth:`start`."""
+        in_flight = self._shard().in_flight
+        try:
+            in_flight[method] -= 1
+        except KeyError:  # started in another thread: the shards still sum right
+            in_flight[method] = -1
+
+    def observe(self, key: Key, duration: float) -> None:
+        """Count one finished request under ``key`` = (method, route, status)."""
+        requests = self._shard().requests
+        try:
+            series = requests[key]
+        except KeyError:
+            series = requests[key] = [0.0] * self._width
+        series[0] += duration
+        series[bisect_left(self.buckets, duration) + 1] += 1
+
+    def observe_extra(
+        self,
+        key: Key,
+        ttfb: float | None,
+        request_size: int | None,
+        response_size: int | None,
+    ) -> None:
+        """Record the optional histograms (each ``None`` when that one is off)."""
+        shard = self._shard()
+        if ttfb is not None:
+            self._add(shard.ttfb, key, ttfb, self.buckets, self._width)
+        if request_size is not None:
+            self._add(shard.request_size, key, request_size, self.size_buckets,
+                      self._size_width)
+        if response_size is not None:
+            self._add(shard.response_size, key, response_size, self.size_buckets,
+                      self._size_width)
+
+    @staticmethod
+    def _add(
+        table: dict[Key, Series], key: Key, value: float, bounds: tuple[float, ...], width: int
+    ) -> None:
+        series = table.get(key)
+        if series is None:
+            series = table[key] = [0.0] * width
+        series[0] += value
+        series[bisect_left(bounds, value) + 1] += 1
+
+    def count_exception(self, key: Key) -> None:
+        """Count one exception under ``key`` = (method, route, exception type)."""
+        exceptions = self._shard().exceptions
+        exceptions[key] = exceptions.get(key, 0) + 1
+
+    def snapshot(self) -> Snapshot:
+        """Sum every shard. Safe while other threads keep recording."""
+        total = Snapshot()
+        # Scrapes hold the lock while they sum, so two of them never see a shard that is
+        # being folded into the retired one twice. Requests never take it.
+        with self._lock:
+            self._retire_dead_shards()
+            for shard in (self._retired, *self._shards):
+                _add_shard(total, shard)
+        return total
+
+    def _retire_dead_shards(self) -> None:
+        alive = []
+        for shard in self._shards:
+            if shard.thread is not None and not shard.thread.is_alive():
+                # Its thread has ended, so nothing writes to it any more.
+                _add_shard(self._retired, shard)
+            else:
+                alive.append(shard)
+        self._shards = alive
+
+    def shard_count(self) -> int:
+        """How many live shards there are (for tests and diagnostics)."""
+        with self._lock:
+            return len(self._shards)
+
+
+def _add_shard(total: Snapshot | _Shard, shard: _Shard) -> None:
+    for name in _HISTOGRAMS:
+        _sum_series(getattr(total, name), getattr(shard, name))
+    _sum_counts(total.in_flight, shard.in_flight)
+    _sum_counts(total.exceptions, shard.exceptions)
+
+
+def _sum_series(total: dict[Key, Series], part: dict[Key, Series]) -> None:
+    # list(dict.items()) and list[:] are single C calls, so each copy is taken whole even
+    # while the owning thread keeps writing.
+    for key, series in list(part.items()):
+        values = series[:]
+        acc = total.get(key)
+        if acc is None:
+            total[key] = values
+        else:
+            for index, value in enumerate(values):
+                acc[index] += value
+
+
+def _sum_counts(total: dict[Any, int], part: dict[Any, int]) -> None:
+    for key, value in list(part.items()):
+        total[key] = total.get(key, 0) + value
+
+
+def cumulative(series: Series) -> Iterator[float]:
+    """Yield the cumulative bucket counts of ``series`` (the ``le`` values' counts)."""
+    running = 0.0
+    for count in series[1:]:
+        running += count
+        yield running
