@@ -48,12 +48,14 @@ def short_error(exc: BaseException) -> str:
 
 
 def registry_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
-    """``{"registry": CollectorRegistry()}`` if ``factory`` accepts a ``registry`` keyword."""
+    """``{"registry": CollectorRegistry()}`` if ``factory`` takes a ``registry`` keyword
+    (named, or through ``**options`` as our middleware does)."""
     try:
-        params = inspect.signature(factory).parameters
+        params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
         return {}
-    return {"registry": CollectorRegistry()} if "registry" in params else {}
+    takes = any(p.name == "registry" or p.kind is p.VAR_KEYWORD for p in params)
+    return {"registry": CollectorRegistry()} if takes else {}
 
 
 def prepare(
