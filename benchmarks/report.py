@@ -144,6 +144,8 @@ def markdown(r: Row) -> str:
                 f"prometheus_client floor ({a['floor']['description']}):"
                 f" **{_f(a['floor']['floor_us'])} µs**;"
                 f" ours / floor: {_f(a['ours_over_floor'], 3)}",
+                "",
+                f"Our counter read back after driving 25 requests: {a['ours_counts_verified']}",
                 ""]
     if "asgi_scaling" in r:
         p = r["asgi_scaling"]["params"]
