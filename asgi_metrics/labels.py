@@ -33,6 +33,11 @@ def method_label(method: object) -> str:
     return OTHER_METHOD
 
 
+def status_labels(group: bool = False) -> dict[int, str]:
+    """The status label for every valid code (100-599), by code or by class."""
+    return _STATUS_CLASS_LABELS if group else _STATUS_LABELS
+
+
 def status_label(status: object, group: bool = False) -> str:
     """Return the label for a status code: ``"404"`` (or ``"4xx"`` when grouping).
 

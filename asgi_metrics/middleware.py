@@ -1,28 +1,25 @@
 """The pure ASGI middleware.
 
 It passes every message through unchanged; it only looks at them. A request is timed from
-its arrival to the moment the last body message has been handed to the server, so a
+its arrival to the moment the app hands the last body message to the server, so a
 streaming response is timed in full and work after the response (background tasks) is not.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
 from .endpoint import MetricsEndpoint
-from .labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
+from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
 from .settings import ConfigurationError, Settings
 from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 RouteResolver = Callable[[Scope], "str | None"]
-
-_FINAL_BODY_TYPES = ("http.response.body", "http.response.zerocopysend")
-
 
 class MetricsMiddleware:
     """Counts and times every HTTP request and serves ``/metrics``.
@@ -52,17 +49,13 @@ class MetricsMiddleware:
         self._metrics_path = self.settings.metrics_path
         self._route_resolver = route_resolver
         self._templates = RouteTemplates()
+        self._lookup: Callable[[Scope, str], str | None] = (
+            self._templates.lookup if route_resolver is None else self._resolve
+        )
 
-    def _route(self, scope: Scope, root_path: str) -> str:
-        try:
-            if self._route_resolver is not None:
-                route = self._route_resolver(scope)
-            else:
-                route = self._templates.lookup(scope, root_path)
-            return route if isinstance(route, str) else UNMATCHED_ROUTE
-        except Exception as exc:
-            self.recorder.failures.report("route lookup", exc)
-            return UNMATCHED_ROUTE
+    def _resolve(self, scope: Scope, root_path: str) -> str | None:
+        assert self._route_resolver is not None
+        return self._route_resolver(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,77 +71,115 @@ class MetricsMiddleware:
             return
 
         start = perf_counter()
-        method = method_label(scope.get("method"))
-        root_path = scope.get("root_path", "")
-        in_flight = recorder.start(method)
-        status = 0  # 0 until the response starts
-        trailers = False
-        done = False
-        disconnected = False
-        route = UNMATCHED_ROUTE
-        ttfb: float | None = None
-        request_size = 0
-        response_size = 0
-
-        def finish(final_status: int, exc: BaseException | None = None) -> None:
-            nonlocal done, route
-            done = True
-            route = self._route(scope, root_path)
-            recorder.finish(
-                method, route, final_status, perf_counter() - start,
-                in_flight=in_flight, exc=exc, ttfb=ttfb,
-                request_size=request_size, response_size=response_size,
-            )
-
-        async def receive_wrapper() -> Message:
-            nonlocal disconnected, request_size
-            message = await receive()
-            kind = message.get("type")
-            if kind == "http.request":
-                body = message.get("body")
-                if body:
-                    request_size += len(body)
-            elif kind == "http.disconnect":
-                disconnected = True
-            return message
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, trailers, ttfb, response_size
-            kind = message.get("type")
-            if kind == "http.response.start":
-                status = message.get("status", 0)
-                trailers = bool(message.get("trailers"))
-                ttfb = perf_counter() - start
-                await send(message)
-                return
-            if kind in _FINAL_BODY_TYPES:
-                body = message.get("body")
-                if body:
-                    response_size += len(body)
-                await send(message)
-                if not message.get("more_body") and not trailers and not done:
-                    finish(status)
-                return
-            await send(message)
-            if not done and (
-                kind == "http.response.pathsend"
-                or (kind == "http.response.trailers" and not message.get("more_trailers"))
-            ):
-                finish(status)
-
+        method = scope.get("method")
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
+        exchange = _Exchange(self, scope, receive, send, method, start, recorder.start(method))
         try:
-            await self.app(scope, receive_wrapper, send_wrapper)
+            await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
-            if not done:
-                finish(status or CLIENT_CLOSED_STATUS)
+            if not exchange.done:
+                exchange.finish(exchange.status or CLIENT_CLOSED_STATUS)
             raise
         except BaseException as exc:
-            if not done:
-                finish(status or 500, exc)
+            if not exchange.done:
+                exchange.finish(exchange.status or 500, exc)
             else:
-                recorder.exception(method, route, exc)
+                recorder.exception(method, exchange.route, exc)
             raise
-        if not done:
+        if not exchange.done:
             # The app returned without completing its response. With nothing started the
             # server answers 500 itself, unless the client had already gone.
-            finish(status or (CLIENT_CLOSED_STATUS if disconnected else 500))
+            exchange.finish(
+                exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500)
+            )
+
+
+class _Exchange:
+    """One request in progress: watches the messages going by, records the request once
+    its response is complete."""
+
+    __slots__ = (
+        "_receive", "_send", "disconnected", "done", "in_flight", "method", "middleware",
+        "request_size", "response_size", "root_path", "route", "scope", "start", "status",
+        "trailers", "ttfb",
+    )
+
+    def __init__(
+        self,
+        middleware: MetricsMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: str,
+        start: float,
+        in_flight: bool,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.method = method
+        self.start = start
+        self.in_flight = in_flight
+        # root_path as it arrived: Starlette's Mounts extend it while routing.
+        self.root_path = scope.get("root_path", "")
+        self.status = 0  # 0 until the response starts
+        self.done = False
+        self.disconnected = False
+        self.trailers = False
+        self.route = UNMATCHED_ROUTE
+        self.ttfb: float | None = None
+        self.request_size = 0
+        self.response_size = 0
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "http.request":
+            body = message.get("body")
+            if body:
+                self.request_size += len(body)
+        elif kind == "http.disconnect":
+            self.disconnected = True
+        return message
+
+    def send(self, message: Message) -> Awaitable[None]:
+        # A plain function returning send's awaitable: one coroutine less per message.
+        # The request is recorded as the app hands its last message to the server.
+        kind = message["type"]
+        if kind == "http.response.body":
+            body = message.get("body")
+            if body:
+                self.response_size += len(body)
+            if not message.get("more_body") and not self.trailers and not self.done:
+                self.finish(self.status)
+        elif kind == "http.response.start":
+            self.status = message.get("status", 0)
+            self.ttfb = perf_counter() - self.start
+            if message.get("trailers"):
+                self.trailers = True
+        elif not self.done and (
+            kind == "http.response.pathsend"
+            or (kind == "http.response.zerocopysend" and not message.get("more_body"))
+            or (kind == "http.response.trailers" and not message.get("more_trailers"))
+        ):
+            self.finish(self.status)
+        return self._send(message)
+
+    def finish(self, status: int, exc: BaseException | None = None) -> None:
+        self.done = True
+        middleware = self.middleware
+        recorder = middleware.recorder
+        try:
+            route = middleware._lookup(self.scope, self.root_path)
+            if not isinstance(route, str):
+                route = UNMATCHED_ROUTE
+        except Exception as failure:
+            recorder.failures.report("route lookup", failure)
+            route = UNMATCHED_ROUTE
+        self.route = route
+        recorder.finish(
+            self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
+            self.ttfb, self.request_size, self.response_size,
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .collector import StoreCollector, register
 from .failures import FailureLog
-from .labels import method_label, status_label
+from .labels import OTHER_STATUS, method_label, status_labels
 from .naming import metric_names
 from .scrape import Exposition
 from .settings import Settings
@@ -31,12 +31,13 @@ class Recorder:
         register(settings.target_registry, self.collector)
         self.exposition = Exposition(settings.target_registry, self.collector)
         self.failures = FailureLog()
-        self._group_status = settings.group_status
+        self._status_labels = status_labels(settings.group_status)
         self._excluded = settings.exclude_paths
         self._patterns = settings.exclude_patterns
         self._extras = (
             settings.time_to_first_byte or settings.request_size or settings.response_size
         )
+        self._start = self.store.start
         self.wants_ttfb = settings.time_to_first_byte
         self.wants_request_size = settings.request_size
         self.wants_response_size = settings.response_size
@@ -45,7 +46,9 @@ class Recorder:
         """Whether requests to ``path`` are counted (not excluded by the settings)."""
         if path in self._excluded:
             return False
-        return not any(pattern.fullmatch(path) for pattern in self._patterns)
+        if self._patterns:
+            return not any(pattern.fullmatch(path) for pattern in self._patterns)
+        return True
 
     @staticmethod
     def method(raw: object) -> str:
@@ -56,7 +59,7 @@ class Recorder:
         """A request arrived. Returns whether it was counted in flight (pass that on to
         :meth:`finish`, so the gauge only goes down for what went up)."""
         try:
-            self.store.start(method)
+            self._start(method)
             return True
         except Exception as exc:
             self.failures.report("recording a request start", exc)
@@ -68,7 +71,6 @@ class Recorder:
         route: str,
         status: int,
         duration: float,
-        *,
         in_flight: bool,
         exc: BaseException | None = None,
         ttfb: float | None = None,
@@ -78,10 +80,8 @@ class Recorder:
         """A request's response is complete (or will never be)."""
         store = self.store
         try:
-            if in_flight:
-                store.end(method)
-            key = (method, route, status_label(status, self._group_status))
-            store.observe(key, duration)
+            key = (method, route, self._status_labels.get(status, OTHER_STATUS))
+            store.observe(key, duration, method if in_flight else None)
             if self._extras:
                 store.observe_extra(
                     key,

@@ -12,6 +12,7 @@ one route object (a router included under two prefixes).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -100,9 +101,9 @@ def _route_contexts(routes: Sequence[Any]) -> Iterable[tuple[Any, Any, str | Non
     FastAPI 0.165 keeps included routers as nodes; its public ``iter_route_contexts``
     yields their routes with full prefixes. Older FastAPI and Starlette have flat lists.
     """
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:
+    fastapi_routing = sys.modules.get("fastapi.routing")  # no FastAPI app without it
+    iter_route_contexts = getattr(fastapi_routing, "iter_route_contexts", None)
+    if iter_route_contexts is None:
         return [(route, route, getattr(route, "path", None)) for route in routes]
     return [
         (ctx.original_route, ctx._effective_route, ctx.path)
@@ -116,6 +117,9 @@ class RouteTemplates:
     def __init__(self) -> None:
         self._indexes: dict[int, _Index] = {}
         self._misses: set[int] = set()
+        # id(route) -> (route, router, template) for route objects with one template: the
+        # answer for nearly every request, found with one dict lookup.
+        self._known: dict[int, tuple[object, object, str]] = {}
 
     def _index(self, router: Any, rebuild: bool = False) -> _Index:
         index = self._indexes.get(id(router))
@@ -135,14 +139,21 @@ class RouteTemplates:
         router = scope.get("router")
         if router is None:
             return None
-        index = self._index(router)
         route = scope.get("route")
+        known = self._known.get(id(route))
+        if known is not None and known[0] is route and known[1] is router:
+            return known[2]
+        index = self._index(router)
         entries = None
         if route is not None and not isinstance(route, (index._mount, index._host)):
             entries = self._find(router, False, route)
             if entries is None:
                 path = getattr(route, "path", None)  # a route outside the tree we can walk
                 return path if isinstance(path, str) else UNMATCHED_ROUTE
+            if len(entries) == 1:
+                if len(self._known) > 10_000:
+                    self._known.clear()
+                self._known[id(route)] = (route, router, entries[0].template)
         else:
             entries = self._find(router, True, scope.get("endpoint"))
             if entries is None:
@@ -159,6 +170,8 @@ class RouteTemplates:
         entries = (index.by_endpoint if by_endpoint else index.by_route).get(id(obj))
         if entries is None and id(obj) not in self._misses:
             # Routes added after the first request: rebuild once per unknown object.
+            if len(self._misses) > 10_000:
+                self._misses.clear()
             self._misses.add(id(obj))
             index = self._index(router, rebuild=True)
             entries = (index.by_endpoint if by_endpoint else index.by_route).get(id(obj))

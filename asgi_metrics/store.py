@@ -80,7 +80,10 @@ class RequestStore:
 
     def start(self, method: str) -> None:
         """One more request of ``method`` in flight."""
-        in_flight = self._shard().in_flight
+        try:
+            in_flight = self._local.shard.in_flight
+        except AttributeError:
+            in_flight = self._shard().in_flight
         try:
             in_flight[method] += 1
         except KeyError:
@@ -94,12 +97,25 @@ class RequestStore:
         except KeyError:  # started in another thread: the shards still sum right
             in_flight[method] = -1
 
-    def observe(self, key: Key, duration: float) -> None:
-        """Count one finished request under ``key`` = (method, route, status)."""
-        requests = self._shard().requests
+    def observe(self, key: Key, duration: float, ended: str | None = None) -> None:
+        """Count one finished request under ``key`` = (method, route, status).
+
+        ``ended`` is the method to take out of the in-flight count at the same time (one
+        shard lookup for both, on the hot path), or ``None``.
+        """
         try:
-            series = requests[key]
-        except KeyError:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._shard()
+        if ended is not None:
+            in_flight = shard.in_flight
+            try:
+                in_flight[ended] -= 1
+            except KeyError:  # started in another thread: the shards still sum right
+                in_flight[ended] = -1
+        requests = shard.requests
+        series = requests.get(key)
+        if series is None:
             series = requests[key] = [0.0] * self._width
         series[0] += duration
         series[bisect_left(self.buckets, duration) + 1] += 1

@@ -1,0 +1,1 @@
+"""The FastAPI example app (``python -m example_apps.fastapi_app`` runs the demo)."""

@@ -1,0 +1,1 @@
+"""The plain Starlette example app."""
