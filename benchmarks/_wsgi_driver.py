@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Callable, Iterable
-from time import perf_counter
 from typing import Any
+
+from benchmarks._harness import clock
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -44,7 +45,7 @@ def _discard(status: str, headers: list[tuple[str, str]], exc_info: Any = None) 
 def drive(app: WSGIApp, n: int) -> float:
     """Seconds to serve ``n`` requests (fresh environ and empty body stream each time)."""
     environ, start_response, bytes_io = ENVIRON, _discard, io.BytesIO
-    start = perf_counter()
+    start = clock()
     for _ in range(n):
         env = dict(environ)
         env["wsgi.input"] = bytes_io(b"")
@@ -56,7 +57,7 @@ def drive(app: WSGIApp, n: int) -> float:
             close = getattr(result, "close", None)
             if close is not None:
                 close()
-    return perf_counter() - start
+    return clock() - start
 
 
 def check(app: WSGIApp) -> None:
