@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _env, e2e, inprocess_asgi, inprocess_wsgi, report, scrape
+from benchmarks import _env, e2e, inprocess_asgi, inprocess_wsgi, report, scaling_asgi, scrape
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                                         "sections": chosen}}
     steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         ("asgi", "asgi", lambda: inprocess_asgi.run_main(*cfg["asgi"])),
-        ("scaling", "asgi_scaling", lambda: inprocess_asgi.run_scaling(*cfg["scaling"])),
+        ("scaling", "asgi_scaling", lambda: scaling_asgi.run(*cfg["scaling"])),
         ("flask", "wsgi_flask", lambda: inprocess_wsgi.run_flask(*cfg["flask"])),
         ("django", "wsgi_django", lambda: inprocess_wsgi.run_django(*cfg["django"])),
         ("scrape", "scrape", lambda: scrape.run(cfg["scrape"])),

@@ -47,10 +47,6 @@ SCOPE: dict[str, Any] = {
     "server": ("127.0.0.1", 8000),
 }
 
-SCALING_SIZES = (1, 100, 1000)
-SCALING_VARIANTS = ("bare", "ours", "prometheus-fastapi-instrumentator", "starlette-exporter")
-
-
 class _Receive:
     """One ``http.request``, then ``http.disconnect`` forever (uvicorn after the response)."""
 
@@ -70,7 +66,7 @@ async def _discard(message: Message) -> None:
     return None
 
 
-async def _drive(app: ASGIApp, n: int) -> float:
+async def drive(app: ASGIApp, n: int) -> float:
     scope, send = SCOPE, _discard
     start = clock()
     for _ in range(n):
@@ -78,7 +74,7 @@ async def _drive(app: ASGIApp, n: int) -> float:
     return clock() - start
 
 
-async def _check(app: ASGIApp) -> None:
+async def check(app: ASGIApp) -> None:
     """One request with a recording send: fail loudly if the variant broke the response."""
     sent: list[Message] = []
 
@@ -115,22 +111,27 @@ def _floor_apps() -> tuple[ASGIApp, ASGIApp]:
     return floor_app, empty_app
 
 
-def _runner(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> BatchRunner:
-    return lambda n: loop.run_until_complete(_drive(app, n))
+def runner(loop: asyncio.AbstractEventLoop, app: ASGIApp) -> BatchRunner:
+    return lambda n: loop.run_until_complete(drive(app, n))
 
 
-def _prepare(
-    loop: asyncio.AbstractEventLoop, names: tuple[str, ...], extra_routes: int, warmup: int
-) -> tuple[dict[str, BatchRunner], dict[str, Outcome]]:
-    chosen = [
+def catalogue(names: tuple[str, ...], extra_routes: int) -> list[tuple[str, str, Any]]:
+    """(name, kind, build) of the named variants, building apps with ``extra_routes``."""
+    return [
         (v.name, v.kind, functools.partial(v.build, extra_routes))
         for v in VARIANTS
         if v.name in names
     ]
+
+
+def prepare_variants(
+    loop: asyncio.AbstractEventLoop, variants: list[tuple[str, str, Any]], warmup: int
+) -> tuple[dict[str, BatchRunner], dict[str, Outcome]]:
+    """Build, check and warm up ASGI variants in ``loop`` (see ``_harness.prepare``)."""
     return prepare(
-        chosen,
-        check=lambda app: loop.run_until_complete(_check(app)),
-        make_runner=lambda app: _runner(loop, app),
+        variants,
+        check=lambda app: loop.run_until_complete(check(app)),
+        make_runner=lambda app: runner(loop, app),
         warmup=warmup,
     )
 
@@ -145,7 +146,7 @@ def verify_ours(loop: asyncio.AbstractEventLoop, n: int = 25) -> str:
     registry = CollectorRegistry()
     app = make_starlette(0)
     app.add_middleware(MetricsMiddleware, registry=registry)
-    loop.run_until_complete(_drive(app, n))
+    loop.run_until_complete(drive(app, n))
     labels = {"method": "GET", "route": "/users/{user_id}", "status": "200"}
     got = registry.get_sample_value("http_requests_total", labels)
     return "ok" if got == n else f"MISMATCH: http_requests_total{labels} = {got}, expected {n}"
@@ -155,12 +156,12 @@ def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     loop = asyncio.new_event_loop()
     try:
         names = tuple(v.name for v in VARIANTS)
-        runners, outcomes = _prepare(loop, names, 0, warmup)
+        runners, outcomes = prepare_variants(loop, catalogue(names, 0), warmup)
         floor_app, empty_app = _floor_apps()
         for name, app, kind in (("floor", floor_app, "floor"), ("empty", empty_app, "empty")):
             outcomes[name] = Outcome(name, kind)
-            loop.run_until_complete(_drive(app, warmup))
-            runners[name] = _runner(loop, app)
+            loop.run_until_complete(drive(app, warmup))
+            runners[name] = runner(loop, app)
         interleave(runners, outcomes, n, repeats)
         verified = verify_ours(loop)
     finally:
@@ -186,93 +187,3 @@ def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     result["ours_counts_verified"] = verified
     result["params"] = {"n_per_batch": n, "repeats": repeats, "warmup": warmup, "path": HIT_PATH}
     return result
-
-
-def _router_stub(extra_routes: int) -> ASGIApp:
-    """An app that writes into the scope what Starlette's router writes after matching the hit
-    route among ``extra_routes + 1`` routes, then answers, without doing the matching.
-
-    Around it, a middleware's overhead is measured without the router's own O(routes) cost
-    in the baseline: at 1,000 routes that cost is ~450 µs and its noise alone is larger than
-    a few-µs overhead, so the plain scaling table cannot tell "flat" from "grows a little".
-    """
-    app = make_starlette(extra_routes)
-    router = app.router
-    route = router.routes[-1]
-    start = {"type": "http.response.start", "status": 200,
-             "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                         (b"content-length", str(len(HIT_BODY)).encode())]}
-    body = {"type": "http.response.body", "body": HIT_BODY}
-
-    async def stub(scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = app
-        scope.setdefault("router", router)
-        scope["route"] = route
-        scope["endpoint"] = route.endpoint
-        scope["path_params"] = {"user_id": "42"}
-        await send(dict(start))
-        await send(dict(body))
-
-    return stub
-
-
-def _ours_around(inner: ASGIApp) -> ASGIApp:
-    from asgi_metrics import MetricsMiddleware
-
-    wrapped: ASGIApp = MetricsMiddleware(inner, registry=CollectorRegistry())
-    return wrapped
-
-
-def run_scaling_stub(n: int, repeats: int, warmup: int) -> dict[str, Any]:
-    """Our overhead around a router stub at each route count (see :func:`_router_stub`)."""
-    sizes: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-    try:
-        for size in SCALING_SIZES:
-            variants = [
-                ("router stub", "bare", functools.partial(_router_stub, size)),
-                ("ours", "ours", lambda size=size: _ours_around(_router_stub(size))),
-            ]
-            runners, outcomes = prepare(
-                variants,
-                check=lambda app: loop.run_until_complete(_check(app)),
-                make_runner=lambda app: _runner(loop, app),
-                warmup=warmup,
-            )
-            interleave(runners, outcomes, n, repeats)
-            sizes[str(size)] = summarise(outcomes, "router stub")
-    finally:
-        loop.close()
-    return {"params": {"n_per_batch": n, "repeats": repeats, "warmup": warmup,
-                       "extra_routes": list(SCALING_SIZES)},
-            "sizes": sizes,
-            "overhead_ratio_last_to_first": _flatness(sizes, ("ours",))}
-
-
-def _flatness(sizes: dict[str, Any], names: tuple[str, ...]) -> dict[str, float | None]:
-    """Overhead at the largest size / overhead at the smallest, per variant."""
-    flatness: dict[str, float | None] = {}
-    for name in names:
-        first = sizes[str(SCALING_SIZES[0])]["variants"].get(name, {}).get("overhead_us")
-        last = sizes[str(SCALING_SIZES[-1])]["variants"].get(name, {}).get("overhead_us")
-        flatness[name] = round(last / first, 4) if first and last is not None else None
-    return flatness
-
-
-def run_scaling(n: int, repeats: int, warmup: int) -> dict[str, Any]:
-    sizes: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-    try:
-        for size in SCALING_SIZES:
-            runners, outcomes = _prepare(loop, SCALING_VARIANTS, size, warmup)
-            interleave(runners, outcomes, n, repeats)
-            sizes[str(size)] = summarise(outcomes, "bare")
-    finally:
-        loop.close()
-    return {
-        "params": {"n_per_batch": n, "repeats": repeats, "warmup": warmup,
-                   "extra_routes": list(SCALING_SIZES)},
-        "sizes": sizes,
-        "overhead_ratio_last_to_first": _flatness(sizes, SCALING_VARIANTS),
-        "router_stub": run_scaling_stub(n, repeats, warmup),
-    }
