@@ -4,8 +4,10 @@
 ``app = MetricsMiddleware(app)`` (any ASGI app), then scrape ``/metrics``.
 """
 
+from .correlation import get_correlation_id
 from .endpoint import metrics_app
 from .labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
+from .log_filter import CorrelationIdFilter
 from .middleware import MetricsMiddleware
 from .settings import DEFAULT_BUCKETS, ConfigurationError, Settings
 
@@ -16,7 +18,9 @@ __all__ = [
     "OTHER_STATUS",
     "UNMATCHED_ROUTE",
     "ConfigurationError",
+    "CorrelationIdFilter",
     "MetricsMiddleware",
     "Settings",
+    "get_correlation_id",
     "metrics_app",
 ]

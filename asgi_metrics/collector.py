@@ -27,11 +27,21 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar as ClientExemplar
 
+from .exemplars import format_span_id, format_trace_id
 from .exposition import StoreRenderer, floatToGoString
 from .naming import Family, MetricNames
 from .settings import ConfigurationError
-from .store import Key, RequestStore, Series, cumulative
+from .store import (
+    Exemplar,
+    ExemplarSlots,
+    Key,
+    RequestStore,
+    Series,
+    cumulative,
+    latest_exemplar,
+)
 
 _rendering_others = threading.local()
 # registry -> {metric names: collector}; weak so a dropped registry takes its entry along.
@@ -69,9 +79,16 @@ class StoreCollector(Collector):
         if names.requests is not None:
             counter = self._empty(names.requests)
             for key, series in snap.requests.items():
-                counter.add_metric(self._values(key), sum(series[1:]))
+                slots = snap.exemplars.get(key)
+                latest = latest_exemplar(slots) if slots is not None else None
+                counter.add_metric(
+                    self._values(key), sum(series[1:]),
+                    exemplar=None if latest is None else _client_exemplar(latest),
+                )
             metrics.append(counter)
-        metrics.append(self._histogram(names.duration, snap.requests, self.store.buckets))
+        metrics.append(
+            self._histogram(names.duration, snap.requests, self.store.buckets, snap.exemplars)
+        )
         gauge = self._empty(names.in_flight)
         for method, count in snap.in_flight.items():
             gauge.add_metric(self._values((method,)), count)
@@ -100,14 +117,33 @@ class StoreCollector(Collector):
         return kind(family.name, family.help, labels=labels)
 
     def _histogram(
-        self, family: Family, table: Mapping[Key, Series], bounds: tuple[float, ...]
+        self,
+        family: Family,
+        table: Mapping[Key, Series],
+        bounds: tuple[float, ...],
+        exemplars: Mapping[Key, ExemplarSlots] | None = None,
     ) -> Metric:
         metric: Metric = self._empty(family)
         les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
         for key, series in table.items():
-            buckets = list(zip(les, cumulative(series), strict=True))
+            buckets: list[Any] = list(zip(les, cumulative(series), strict=True))
+            slots = exemplars.get(key) if exemplars else None
+            if slots is not None:
+                buckets = [
+                    bucket if exemplar is None else (*bucket, _client_exemplar(exemplar))
+                    for bucket, exemplar in zip(buckets, slots, strict=True)
+                ]
             metric.add_metric(self._values(key), buckets, series[0])  # type: ignore[attr-defined]
         return metric
+
+
+def _client_exemplar(exemplar: Exemplar) -> ClientExemplar:
+    trace_id, span_id, value, timestamp = exemplar
+    return ClientExemplar(
+        {"trace_id": format_trace_id(trace_id), "span_id": format_span_id(span_id)},
+        value,
+        timestamp,
+    )
 
 
 def register(registry: CollectorRegistry, collector: StoreCollector) -> None:

@@ -13,8 +13,9 @@ from typing import cast
 
 from prometheus_client import utils
 
+from .exemplars import format_span_id, format_trace_id
 from .naming import Family, MetricNames
-from .store import Key, Series, Snapshot
+from .store import Exemplar, ExemplarSlots, Key, Series, Snapshot, latest_exemplar
 
 #: Go's float formatting, as Prometheus writes ``le`` values (``1.0``, ``2.5``, ``+Inf``).
 floatToGoString = cast(Callable[[float], str], utils.floatToGoString)
@@ -36,6 +37,16 @@ def _number(value: float) -> str:
     if value == int(value) and abs(value) < 1e15:
         return f"{int(value)}.0"
     return floatToGoString(value)
+
+
+def exemplar_suffix(exemplar: Exemplar) -> str:
+    """`` # {trace_id="...",span_id="..."} value timestamp``: an OpenMetrics exemplar (63
+    characters of labels, within the format's 128)."""
+    trace_id, span_id, value, timestamp = exemplar
+    return (
+        f' # {{trace_id="{format_trace_id(trace_id)}",span_id="{format_span_id(span_id)}"}}'
+        f" {floatToGoString(value)} {timestamp:.3f}"
+    )
 
 
 class _FamilyRenderer:
@@ -82,20 +93,44 @@ class _FamilyRenderer:
             self._prefixes[key] = prefixes
         return prefixes[0]
 
-    def histogram(self, out: list[str], table: Mapping[Key, Series]) -> None:
+    def histogram(
+        self,
+        out: list[str],
+        table: Mapping[Key, Series],
+        exemplars: Mapping[Key, ExemplarSlots] | None = None,
+    ) -> None:
+        """``exemplars`` (OpenMetrics only) go on the bucket their value fell in."""
         for key, series in table.items():
             prefixes = self._histogram_prefixes(key)
+            slots = exemplars.get(key) if exemplars else None
             running = 0.0
             index = 0
             for index, count in enumerate(series[1:]):
                 running += count
-                out.append(f"{prefixes[index]}{_number(running)}\n")
+                exemplar = slots[index] if slots is not None else None
+                if exemplar is None:
+                    out.append(f"{prefixes[index]}{_number(running)}\n")
+                else:
+                    out.append(
+                        f"{prefixes[index]}{_number(running)}{exemplar_suffix(exemplar)}\n"
+                    )
             out.append(f"{prefixes[index + 1]}{_number(running)}\n")
             out.append(f"{prefixes[index + 2]}{_number(series[0])}\n")
 
-    def counter_from_histogram(self, out: list[str], table: Mapping[Key, Series]) -> None:
+    def counter_from_histogram(
+        self,
+        out: list[str],
+        table: Mapping[Key, Series],
+        exemplars: Mapping[Key, ExemplarSlots] | None = None,
+    ) -> None:
+        """``exemplars`` (OpenMetrics only): each series shows its latest one."""
         for key, series in table.items():
-            out.append(f"{self._sample_prefix(key, '_total')}{_number(sum(series[1:]))}\n")
+            line = f"{self._sample_prefix(key, '_total')}{_number(sum(series[1:]))}"
+            slots = exemplars.get(key) if exemplars else None
+            exemplar = latest_exemplar(slots) if slots is not None else None
+            if exemplar is not None:
+                line += exemplar_suffix(exemplar)
+            out.append(line + "\n")
 
     def counter(self, out: list[str], table: Mapping[Key, int]) -> None:
         for key, value in table.items():
@@ -134,15 +169,17 @@ class StoreRenderer:
     def render(self, snapshot: Snapshot, openmetrics: bool) -> str:
         """Render every family of the store (OpenMetrics without the final ``# EOF``)."""
         out: list[str] = []
+        # Exemplars exist only in OpenMetrics; the 0.0.4 text format has no syntax for them.
+        exemplars = snapshot.exemplars if openmetrics else None
 
         def header(family: _FamilyRenderer) -> None:
             out.append(family.openmetrics_header if openmetrics else family.text_header)
 
         if self._requests is not None:
             header(self._requests)
-            self._requests.counter_from_histogram(out, snapshot.requests)
+            self._requests.counter_from_histogram(out, snapshot.requests, exemplars)
         header(self._duration)
-        self._duration.histogram(out, snapshot.requests)
+        self._duration.histogram(out, snapshot.requests, exemplars)
         header(self._in_flight)
         self._in_flight.gauge(out, snapshot.in_flight)
         header(self._exceptions)

@@ -1,18 +1,34 @@
 """The pure ASGI middleware.
 
-It passes every message through unchanged; it only looks at them. A request is timed from
-its arrival to the moment the app hands the last body message to the server, so a
+It passes every message through unchanged; it only looks at them (with ``correlation_id=True``
+it adds one header to ``http.response.start``, the one change it makes). A request is timed
+from its arrival to the moment the app hands the last body message to the server, so a
 streaming response is timed in full and work after the response (background tasks) is not.
+
+Unhandled exceptions with ``correlation_id=True``: the 500 for them is normally sent by a
+layer *outside* this middleware (Starlette's ``ServerErrorMiddleware``, which
+``add_middleware`` always keeps outermost, or the server), through a ``send`` this middleware
+never sees, so it could not carry the header. So when the response has not started, this
+middleware sends that 500 itself (the same plain ``Internal Server Error`` Starlette and
+uvicorn send), with the header, then re-raises: the outer layer sees the response started
+and only logs. It steps aside when the Starlette app in ``scope["app"]`` would answer
+differently (``debug=True`` or a handler for ``500``/``Exception``); those handlers can read
+:func:`~asgi_metrics.get_correlation_id`, which stays set after an unhandled exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from time import perf_counter
 from typing import Any
 
+from .correlation import current_correlation_id
+from .correlation_ids import CorrelationIds, new_id
 from .endpoint import MetricsEndpoint
+from .exemplars import AVAILABLE as OTEL_AVAILABLE
+from .exemplars import SpanIds, current_span_ids, current_trace_id, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
 from .settings import ConfigurationError, Settings
@@ -20,6 +36,54 @@ from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 RouteResolver = Callable[[Scope], "str | None"]
+
+#: The span attribute holding the correlation ID (no semantic convention exists for it).
+CORRELATION_ID_ATTRIBUTE = "correlation.id"
+_ERROR_BODY = b"Internal Server Error"
+_ERROR_START: Message = {
+    "type": "http.response.start",
+    "status": 500,
+    "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(_ERROR_BODY)).encode()),
+    ],
+}
+
+
+def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """``message`` (an ``http.response.start``) with ``header`` added, unless the app set
+    that header itself. A copy: the app's message object is not changed."""
+    headers = message.get("headers") or ()
+    name = header[0]
+    size = len(name)
+    for key, _ in headers:
+        # Exact match first (apps normally send lower-case names); lower() only for a
+        # name of the same length.
+        if key == name or (len(key) == size and bytes(key).lower() == name):
+            return message
+    return {**message, "headers": [*headers, header]}
+
+
+def _reset(token: Token[str | None] | None) -> None:
+    if token is not None:
+        # try/except rather than contextlib.suppress: this is per request, and suppress
+        # costs about 0.4 us. ValueError: the app switched contexts; its task's end clears it.
+        try:  # noqa: SIM105
+            current_correlation_id.reset(token)
+        except ValueError:
+            pass
+
+
+def _outer_layer_answers(scope: Scope) -> bool:
+    """Whether the Starlette app around us answers unhandled exceptions its own way."""
+    app = scope.get("app")
+    if app is None:
+        return False
+    if getattr(app, "debug", False):
+        return True
+    handlers = getattr(app, "exception_handlers", None) or {}
+    return 500 in handlers or Exception in handlers
+
 
 class MetricsMiddleware:
     """Counts and times every HTTP request and serves ``/metrics``.
@@ -52,6 +116,13 @@ class MetricsMiddleware:
         self._lookup: Callable[[Scope, str], str | None] = (
             self._templates.lookup if route_resolver is None else self._resolve
         )
+        settings = self.settings
+        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        self._exemplars = self.recorder.wants_exemplars
+        # The span is read at the start only for the correlation ID (trace ID as the ID,
+        # the ID as a span attribute). Exemplars read it once, when the request is
+        # recorded: an OpenTelemetry middleware outside us has its span current then too.
+        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
 
     def _resolve(self, scope: Scope, root_path: str) -> str | None:
         assert self._route_resolver is not None
@@ -61,20 +132,40 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path")
+        path = _route_path(scope)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
         recorder = self.recorder
+        correlation = self._correlation
+        span = sampled_span() if self._span_at_start else None
+        id_header: tuple[bytes, bytes] | None = None
+        token = None
+        if correlation is not None:
+            cid = self._correlation_id(scope, correlation, span)
+            token = current_correlation_id.set(cid)
+            id_header = (correlation.header_bytes, cid.encode("ascii"))
         if not isinstance(path, str) or not recorder.counts(path):
-            await self.app(scope, receive, send)
+            if id_header is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._uncounted(scope, receive, send, id_header)
+                _reset(token)
             return
 
         start = perf_counter()
         method = scope.get("method")
         if method not in KNOWN_METHODS:
             method = OTHER_METHOD
-        exchange = _Exchange(self, scope, receive, send, method, start, recorder.start(method))
+        scheme = scope.get("scheme") or "http"
+        exchange = _Exchange(
+            self, scope, receive, send, method, start, recorder.start(method, scheme)
+        )
+        exchange.scheme = scheme
+        if span is not None:
+            context = span.get_span_context()
+            exchange.span_ids = (context.trace_id, context.span_id)
+        exchange.id_header = id_header
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
@@ -83,7 +174,12 @@ class MetricsMiddleware:
             raise
         except BaseException as exc:
             if not exchange.done:
-                exchange.finish(exchange.status or 500, exc)
+                if not exchange.status and id_header is not None and isinstance(exc, Exception):
+                    await self._answer_error(scope, send, id_header)
+                exchange.finish(
+                    exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500),
+                    exc,
+                )
             else:
                 recorder.exception(method, exchange.route, exc)
             raise
@@ -93,6 +189,72 @@ class MetricsMiddleware:
             exchange.finish(
                 exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500)
             )
+        # Only on success: after an unhandled exception the ID stays set, so the outer
+        # error handler and the server's error log line still see it (a request's context
+        # ends with its task anyway).
+        if token is not None:
+            _reset(token)
+
+    def _correlation_id(self, scope: Scope, correlation: CorrelationIds, span: Any) -> str:
+        raw = None
+        name = correlation.header_bytes
+        # ASGI servers hand header names over lower-cased, so plain equality finds it.
+        for key, value in scope.get("headers") or ():
+            if key == name:
+                raw = value
+                break
+        if span is None:
+            # The common cases in one step: a valid incoming ID, or none and no span.
+            if raw is None:
+                if not correlation.use_trace_id:
+                    return new_id()
+            elif correlation.plain_check_bytes is not None and correlation.plain_check_bytes(raw):
+                return bytes(raw).decode("ascii")
+        incoming = None if raw is None else bytes(raw).decode("latin-1")
+        trace_id = None
+        if correlation.use_trace_id and (incoming is None or not correlation.valid(incoming)):
+            trace_id = current_trace_id()
+        client = scope.get("client")
+        cid = correlation.choose(incoming, client[0] if client else None, trace_id)
+        if span is not None:
+            try:
+                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
+            except Exception as exc:
+                self.recorder.failures.report("setting the correlation ID span attribute", exc)
+        return cid
+
+    async def _uncounted(
+        self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
+    ) -> None:
+        """An excluded path: not counted, but it still gets its correlation ID."""
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+                message = _with_header(message, id_header)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not started:
+                await self._answer_error(scope, send, id_header)
+            raise
+
+    async def _answer_error(
+        self, scope: Scope, send: Send, id_header: tuple[bytes, bytes]
+    ) -> None:
+        """Send the 500 for an unhandled exception, with the correlation header (see the
+        module docs for why here)."""
+        if _outer_layer_answers(scope):
+            return
+        try:
+            await send(_with_header(_ERROR_START, id_header))
+            await send({"type": "http.response.body", "body": _ERROR_BODY})
+        except Exception:  # the client is gone, or the server refuses: its own 500 stands
+            pass
 
 
 class _Exchange:
@@ -100,9 +262,9 @@ class _Exchange:
     its response is complete."""
 
     __slots__ = (
-        "_receive", "_send", "disconnected", "done", "in_flight", "method", "middleware",
-        "request_size", "response_size", "root_path", "route", "scope", "start", "status",
-        "trailers", "ttfb",
+        "_receive", "_send", "disconnected", "done", "id_header", "in_flight", "method",
+        "middleware", "request_size", "response_size", "root_path", "route", "scheme",
+        "scope", "span_ids", "start", "status", "trailers", "ttfb",
     )
 
     def __init__(
@@ -132,6 +294,11 @@ class _Exchange:
         self.ttfb: float | None = None
         self.request_size = 0
         self.response_size = 0
+        self.scheme = "http"
+        #: (trace_id, span_id) of the sampled span active when the request came in.
+        self.span_ids: SpanIds | None = None
+        #: The correlation header to add to the response start, or None.
+        self.id_header: tuple[bytes, bytes] | None = None
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -155,10 +322,16 @@ class _Exchange:
             if not message.get("more_body") and not self.trailers and not self.done:
                 self.finish(self.status)
         elif kind == "http.response.start":
-            self.status = message.get("status", 0)
+            # A response started after the client went away reaches nobody (often
+            # Starlette's 500 for ClientDisconnect): the client closed the request.
+            self.status = (
+                CLIENT_CLOSED_STATUS if self.disconnected else message.get("status", 0)
+            )
             self.ttfb = perf_counter() - self.start
             if message.get("trailers"):
                 self.trailers = True
+            if self.id_header is not None:
+                message = _with_header(message, self.id_header)
         elif not self.done and (
             kind == "http.response.pathsend"
             or (kind == "http.response.zerocopysend" and not message.get("more_body"))
@@ -179,7 +352,30 @@ class _Exchange:
             recorder.failures.report("route lookup", failure)
             route = UNMATCHED_ROUTE
         self.route = route
+        exemplar: SpanIds | None = None
+        if middleware._exemplars:
+            # The span read at the start (with correlation IDs), else the one current
+            # now: an OpenTelemetry middleware's span, outside us or inside.
+            exemplar = self.span_ids
+            if exemplar is None:
+                exemplar = current_span_ids()
         recorder.finish(
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
-            self.ttfb, self.request_size, self.response_size,
+            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
+
+
+def _route_path(scope: Scope) -> object:
+    """The path without the server's ``root_path`` (``uvicorn --root-path /proxy`` puts
+    it in front of the requested path), as Starlette routes it."""
+    path = scope.get("path")
+    root_path = scope.get("root_path")
+    if (
+        root_path
+        and isinstance(path, str)
+        and isinstance(root_path, str)
+        and path.startswith(root_path)
+        and (len(path) == len(root_path) or path[len(root_path)] == "/")
+    ):
+        return path[len(root_path):] or "/"
+    return path

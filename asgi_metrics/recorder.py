@@ -7,7 +7,12 @@ when its response is complete. Nothing here knows about any framework.
 
 from __future__ import annotations
 
+from time import time
+
+from . import otel_metrics
 from .collector import StoreCollector, register
+from .exemplars import AVAILABLE as OTEL_AVAILABLE
+from .exemplars import SpanIds
 from .failures import FailureLog
 from .labels import OTHER_STATUS, method_label, status_labels
 from .naming import metric_names
@@ -41,6 +46,10 @@ class Recorder:
         self.wants_ttfb = settings.time_to_first_byte
         self.wants_request_size = settings.request_size
         self.wants_response_size = settings.response_size
+        #: Whether adapters should look for a sampled span to attach as an exemplar.
+        self.wants_exemplars = settings.exemplars and OTEL_AVAILABLE
+        #: The OpenTelemetry metrics bridge, when configured.
+        self.otel = otel_metrics.build(settings)
 
     def counts(self, path: str) -> bool:
         """Whether requests to ``path`` are counted (not excluded by the settings)."""
@@ -55,9 +64,14 @@ class Recorder:
         """The label value for a raw request method."""
         return method_label(raw)
 
-    def start(self, method: str) -> bool:
+    def start(self, method: str, scheme: str = "http") -> bool:
         """A request arrived. Returns whether it was counted in flight (pass that on to
         :meth:`finish`, so the gauge only goes down for what went up)."""
+        if self.otel is not None:
+            try:
+                self.otel.start(method, scheme)
+            except Exception as exc:
+                self.failures.report("recording a request start (OpenTelemetry)", exc)
         try:
             self._start(method)
             return True
@@ -76,12 +90,19 @@ class Recorder:
         ttfb: float | None = None,
         request_size: int | None = None,
         response_size: int | None = None,
+        exemplar: SpanIds | None = None,
+        scheme: str = "http",
     ) -> None:
-        """A request's response is complete (or will never be)."""
+        """A request's response is complete (or will never be).
+
+        ``exemplar``: (trace_id, span_id) of the sampled span the request was served in.
+        """
         store = self.store
         try:
             key = (method, route, self._status_labels.get(status, OTHER_STATUS))
             store.observe(key, duration, method if in_flight else None)
+            if exemplar is not None:
+                store.exemplar(key, duration, exemplar[0], exemplar[1], time())
             if self._extras:
                 store.observe_extra(
                     key,
@@ -93,6 +114,11 @@ class Recorder:
                 store.count_exception((method, route, type(exc).__qualname__))
         except Exception as failure:
             self.failures.report("recording a request", failure)
+        if self.otel is not None:
+            try:
+                self.otel.finish(method, scheme, route, status, duration, exc)
+            except Exception as failure:
+                self.failures.report("recording a request (OpenTelemetry)", failure)
 
     def exception(self, method: str, route: str, exc: BaseException) -> None:
         """Count an exception raised after the request was already recorded (a streaming

@@ -8,11 +8,12 @@ Everything is validated here, once, when the middleware is built: a wrong settin
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import itertools
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -30,6 +31,8 @@ NAMING_PRESETS = ("default", "otel")
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# RFC 9110 token: what a header field name may be.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -54,7 +57,8 @@ class Settings:
     buckets: tuple[float, ...] = DEFAULT_BUCKETS
     #: Label statuses by class (``2xx``) instead of by code.
     group_status: bool = False
-    #: Paths that are served but not counted (exact match on the request path).
+    #: Paths that are served but not counted (exact match on the request path, without
+    #: the server's ``root_path``).
     exclude_paths: frozenset[str] = frozenset()
     #: Regular expressions; a path that fully matches one is not counted.
     exclude_patterns: tuple[re.Pattern[str], ...] = ()
@@ -73,6 +77,27 @@ class Settings:
     time_to_first_byte: bool = False
     #: Bucket bounds for the body size histograms, bytes.
     size_buckets: tuple[float, ...] = DEFAULT_SIZE_BUCKETS
+    #: Take (or make) a correlation ID per request, expose it to the app and logs and echo
+    #: it on the response.
+    correlation_id: bool = False
+    #: The request and response header carrying the correlation ID.
+    correlation_header: str = "X-Request-ID"
+    #: ``validator(incoming) -> bool`` replacing the built-in check of incoming IDs (1-64
+    #: characters of ``[A-Za-z0-9._-]``). ``None``: the built-in check.
+    correlation_id_validator: Callable[[str], bool] | None = None
+    #: Client addresses (IPs or CIDR networks) whose incoming IDs are trusted; from anyone
+    #: else a new ID is generated. Empty: incoming IDs are trusted from every client.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    #: Without a usable incoming ID, use the active OpenTelemetry span's trace ID.
+    trace_id_as_correlation_id: bool = False
+    #: Attach ``{trace_id, span_id}`` exemplars of the active sampled span to the duration
+    #: histogram and request counter (shown in OpenMetrics scrapes only).
+    exemplars: bool = True
+    #: An OpenTelemetry ``MeterProvider``: also record the requests as OpenTelemetry
+    #: HTTP server metrics through it.
+    meter_provider: Any = None
+    #: Record OpenTelemetry HTTP server metrics through the global meter provider.
+    otel_metrics: bool = False
 
     @property
     def target_registry(self) -> CollectorRegistry:
@@ -94,26 +119,30 @@ class Settings:
             if name not in known:
                 raise ConfigurationError(_unknown(name, known))
         merged: dict[str, Any] = {}
+        from_env: dict[str, str] = {}  # setting name -> the variable that set it
         for key, raw in environ.items():
             if not key.startswith(ENV_PREFIX):
                 continue
             name = key[len(ENV_PREFIX):].lower()
-            if name not in known or name == "registry":
+            if name not in known or name in _OBJECT_SETTINGS:
                 raise ConfigurationError(
-                    f"{key}: {_unknown(name, known - {'registry'})}"
+                    f"{key}: {_unknown(name, known - _OBJECT_SETTINGS)}"
                     " (environment variables are HTTP_METRICS_ plus a setting name)"
                 )
             try:
                 merged[name] = _from_env(name, raw)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"{key}: {exc}") from None
+            from_env[name] = key
         merged.update(options)
         values: dict[str, Any] = {}
         for name, value in merged.items():
             try:
                 values[name] = _CHECKS[name](value)
             except ConfigurationError as exc:
-                raise ConfigurationError(f"setting {name!r}: {exc}") from None
+                env = from_env.get(name) if name not in options else None
+                source = f" (from {env})" if env else ""
+                raise ConfigurationError(f"setting {name!r}{source}: {exc}") from None
         return cls(**values)
 
 
@@ -138,7 +167,7 @@ def _from_env(name: str, raw: str) -> Any:
             return [float(part) for part in raw.split(",") if part.strip()]
         except ValueError:
             raise ConfigurationError(f"expected comma-separated numbers, got {raw!r}") from None
-    if name in ("exclude_paths", "exclude_patterns"):
+    if name in ("exclude_paths", "exclude_patterns", "trusted_proxies"):
         return [part.strip() for part in raw.split(",") if part.strip()]
     if name == "const_labels":
         labels: dict[str, str] = {}
@@ -248,7 +277,49 @@ def _const_labels(value: Any) -> dict[str, str]:
     return labels
 
 
-_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte")
+def _correlation_header(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise ConfigurationError(f"expected an HTTP header name like 'X-Request-ID', got {value!r}")
+    return value
+
+
+def _validator(value: Any) -> Callable[[str], bool] | None:
+    if value is not None and not callable(value):
+        raise ConfigurationError(f"expected a callable taking the incoming ID, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def _trusted_proxies(
+    value: Any,
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of IP addresses or networks, got {value!r}")
+    networks = []
+    for item in value:
+        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            networks.append(item)
+            continue
+        try:
+            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise ConfigurationError(
+                f"{item!r} is not an IP address or network (like '10.0.0.0/8')"
+            ) from None
+    return tuple(networks)
+
+
+def _meter_provider(value: Any) -> Any:
+    if value is not None and not callable(getattr(value, "get_meter", None)):
+        raise ConfigurationError(
+            f"expected an OpenTelemetry MeterProvider (with get_meter()), got {value!r}"
+        )
+    return value
+
+
+#: Settings that hold Python objects and so have no environment variable.
+_OBJECT_SETTINGS = frozenset({"registry", "correlation_id_validator", "meter_provider"})
+_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte",
+             "correlation_id", "trace_id_as_correlation_id", "exemplars", "otel_metrics")
 _CHECKS: dict[str, Any] = {
     "namespace": _namespace,
     "naming": _naming,
@@ -263,4 +334,12 @@ _CHECKS: dict[str, Any] = {
     "response_size": _bool,
     "time_to_first_byte": _bool,
     "size_buckets": _buckets,
+    "correlation_id": _bool,
+    "correlation_header": _correlation_header,
+    "correlation_id_validator": _validator,
+    "trusted_proxies": _trusted_proxies,
+    "trace_id_as_correlation_id": _bool,
+    "exemplars": _bool,
+    "meter_provider": _meter_provider,
+    "otel_metrics": _bool,
 }

@@ -25,11 +25,14 @@ _MAX_DEPTH = 32
 class _Entry:
     """One full template a route object (or endpoint) stands for."""
 
-    __slots__ = ("_regex", "opaque_mount", "owner", "template")
+    __slots__ = ("_regex", "mount", "opaque_mount", "owner", "template")
 
-    def __init__(self, template: str, owner: object, opaque_mount: bool = False) -> None:
+    def __init__(
+        self, template: str, owner: object, mount: bool = False, opaque_mount: bool = False
+    ) -> None:
         self.template = template
         self.owner = owner  # keeps the object alive, so its id() is not reused
+        self.mount = mount
         self.opaque_mount = opaque_mount
         self._regex: re.Pattern[str] | None = None
 
@@ -52,7 +55,13 @@ class _Index:
         self.by_endpoint: dict[int, list[_Entry]] = {}
         self._mount = Mount
         self._host = Host
+        # Every route list walked and its length then, to notice routes added later.
+        self._lists: list[tuple[Sequence[Any], int]] = []
         self._walk(_routes_of(router), "", 0)
+
+    def stale(self) -> bool:
+        """Whether a route list of the tree has changed length since it was walked."""
+        return any(len(routes) != size for routes, size in self._lists)
 
     def _add(self, table: dict[int, list[_Entry]], obj: object, entry: _Entry) -> None:
         if obj is None:
@@ -64,6 +73,7 @@ class _Index:
     def _walk(self, routes: Sequence[Any], prefix: str, depth: int) -> None:
         if depth > _MAX_DEPTH:
             return
+        self._lists.append((routes, len(routes)))
         for original, effective, path in _route_contexts(routes):
             if isinstance(effective, self._host):
                 self._walk(_routes_of(effective.app), prefix, depth + 1)
@@ -71,7 +81,9 @@ class _Index:
             template = prefix + (path or "")
             if isinstance(effective, self._mount):
                 children = _routes_of(effective.app)
-                entry = _Entry(template + "/{path:path}", original, opaque_mount=not children)
+                entry = _Entry(
+                    template + "/{path:path}", original, mount=True, opaque_mount=not children
+                )
                 self._add(self.by_route, original, entry)
                 self._add(self.by_route, effective, entry)
                 self._add(self.by_endpoint, effective.app, entry)
@@ -158,15 +170,30 @@ class RouteTemplates:
             entries = self._find(router, True, scope.get("endpoint"))
             if entries is None:
                 return UNMATCHED_ROUTE
-        entry = entries[0] if len(entries) == 1 else _pick(entries, _route_path(scope, root_path))
-        if entry.template.endswith("/{path:path}") and not entry.opaque_mount:
+        if route is None or isinstance(route, (index._mount, index._host)):
+            # By endpoint, which several routes may share, one of them added after the
+            # index was built: check the path against the templates (not the routes).
+            route_path = _route_path(scope, root_path)
+            entry = _pick(entries, route_path)
+            if not entry.matches(route_path) and self._index(router).stale():
+                entries = self._find(router, True, scope.get("endpoint"), rebuild=True)
+                if entries is None:
+                    return UNMATCHED_ROUTE
+                entry = _pick(entries, route_path)
+        elif len(entries) == 1:
+            entry = entries[0]
+        else:
+            entry = _pick(entries, _route_path(scope, root_path))
+        if entry.mount and not entry.opaque_mount:
             return UNMATCHED_ROUTE  # a mounted router that matched nothing inside
         return entry.template
 
-    def _find(self, router: Any, by_endpoint: bool, obj: object) -> list[_Entry] | None:
+    def _find(
+        self, router: Any, by_endpoint: bool, obj: object, rebuild: bool = False
+    ) -> list[_Entry] | None:
         if obj is None:
             return None
-        index = self._index(router)
+        index = self._index(router, rebuild)
         entries = (index.by_endpoint if by_endpoint else index.by_route).get(id(obj))
         if entries is None and id(obj) not in self._misses:
             # Routes added after the first request: rebuild once per unknown object.

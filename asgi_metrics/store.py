@@ -21,11 +21,15 @@ from typing import Any
 
 Key = tuple[str, str, str]
 Series = list[float]
+#: (trace_id, span_id, observed value, unix timestamp); the IDs as integers.
+Exemplar = tuple[int, int, float, float]
+#: One slot per duration bucket (the last one ``+Inf``); ``None`` until one is seen.
+ExemplarSlots = list["Exemplar | None"]
 
 
 class _Shard:
-    __slots__ = ("exceptions", "in_flight", "request_size", "requests", "response_size",
-                 "thread", "ttfb")
+    __slots__ = ("exceptions", "exemplars", "in_flight", "request_size", "requests",
+                 "response_size", "thread", "ttfb")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
@@ -35,6 +39,7 @@ class _Shard:
         self.ttfb: dict[Key, Series] = {}
         self.request_size: dict[Key, Series] = {}
         self.response_size: dict[Key, Series] = {}
+        self.exemplars: dict[Key, ExemplarSlots] = {}
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Snapshot:
     ttfb: dict[Key, Series] = field(default_factory=dict)
     request_size: dict[Key, Series] = field(default_factory=dict)
     response_size: dict[Key, Series] = field(default_factory=dict)
+    exemplars: dict[Key, ExemplarSlots] = field(default_factory=dict)
 
 
 _HISTOGRAMS = ("requests", "ttfb", "request_size", "response_size")
@@ -120,6 +126,16 @@ class RequestStore:
         series[0] += duration
         series[bisect_left(self.buckets, duration) + 1] += 1
 
+    def exemplar(
+        self, key: Key, duration: float, trace_id: int, span_id: int, timestamp: float
+    ) -> None:
+        """Keep the exemplar of the request :meth:`observe` just counted under ``key``."""
+        exemplars = self._shard().exemplars
+        slots = exemplars.get(key)
+        if slots is None:
+            slots = exemplars[key] = [None] * (self._width - 1)
+        slots[bisect_left(self.buckets, duration)] = (trace_id, span_id, duration, timestamp)
+
     def observe_extra(
         self,
         key: Key,
@@ -185,6 +201,7 @@ def _add_shard(total: Snapshot | _Shard, shard: _Shard) -> None:
         _sum_series(getattr(total, name), getattr(shard, name))
     _sum_counts(total.in_flight, shard.in_flight)
     _sum_counts(total.exceptions, shard.exceptions)
+    _latest_exemplars(total.exemplars, shard.exemplars)
 
 
 def _sum_series(total: dict[Key, Series], part: dict[Key, Series]) -> None:
@@ -203,6 +220,29 @@ def _sum_series(total: dict[Key, Series], part: dict[Key, Series]) -> None:
 def _sum_counts(total: dict[Any, int], part: dict[Any, int]) -> None:
     for key, value in list(part.items()):
         total[key] = total.get(key, 0) + value
+
+
+def _latest_exemplars(total: dict[Key, ExemplarSlots], part: dict[Key, ExemplarSlots]) -> None:
+    for key, slots in list(part.items()):
+        slots = slots[:]
+        acc = total.get(key)
+        if acc is None:
+            total[key] = slots
+            continue
+        for index, exemplar in enumerate(slots):
+            if exemplar is not None:
+                kept = acc[index]
+                if kept is None or kept[3] < exemplar[3]:
+                    acc[index] = exemplar
+
+
+def latest_exemplar(slots: ExemplarSlots) -> Exemplar | None:
+    """The most recent exemplar of a series (the one its request counter shows)."""
+    latest: Exemplar | None = None
+    for exemplar in slots:
+        if exemplar is not None and (latest is None or exemplar[3] > latest[3]):
+            latest = exemplar
+    return latest
 
 
 def cumulative(series: Series) -> Iterator[float]:

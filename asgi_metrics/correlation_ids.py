@@ -1,0 +1,132 @@
+"""Deciding a request's correlation ID: accept the incoming one or make a new one.
+
+Shared by every integration; each one only extracts the header value and the client
+address from its own request object.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import random
+import re
+from collections.abc import Callable
+
+from .settings import Settings
+
+logger = logging.getLogger("asgi_metrics.correlation")
+
+#: The built-in rule for incoming IDs. ``fullmatch`` (not ``match`` with ``$``, which
+#: accepts a trailing newline), and an explicit ASCII class (``\w`` would admit Unicode).
+VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: The same rule for raw header bytes (ASGI): checking before decoding saves a step.
+VALID_ID_BYTES = re.compile(VALID_ID.pattern.encode("ascii"))
+#: What a custom validator can never let through: the ID is echoed in a response header and
+#: written to logs, so control characters (CR/LF, NUL), spaces and non-ASCII stay out.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
+
+# uuid4().hex costs ~2.6 us (os.urandom plus UUID object construction); this makes the same
+# 32-hex-digit RFC 4122 version 4 form from a private Mersenne Twister in ~0.25 us.
+# Correlation IDs identify requests, they are not secrets. A private generator (seeded from
+# the OS) keeps them unique even when the application seeds the global ``random``, and it is
+# reseeded in a forked child, so pre-fork workers do not repeat each other's IDs.
+_generator = random.Random(os.urandom(32))
+_getrandbits = _generator.getrandbits
+_VERSION_VARIANT_MASK = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)
+_VERSION_4_VARIANT_RFC = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _reseed() -> None:
+    _generator.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def new_id() -> str:
+    """A new ID in ``uuid.uuid4().hex`` form: 32 lower-case hex digits, version 4."""
+    bits = (_getrandbits(128) & _VERSION_VARIANT_MASK) | _VERSION_4_VARIANT_RFC
+    return bits.to_bytes(16, "big").hex()
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class CorrelationIds:
+    """The correlation settings of one middleware, applied to one request at a time."""
+
+    #: Cache of client address -> trusted, bounded so a flood of addresses cannot grow it.
+    _MAX_CACHED = 4096
+
+    def __init__(self, settings: Settings) -> None:
+        self.header = settings.correlation_header
+        #: Lower-case latin-1 bytes, as ASGI header names arrive.
+        self.header_bytes = settings.correlation_header.lower().encode("latin-1")
+        #: The WSGI ``environ`` key of the header.
+        self.environ_key = "HTTP_" + settings.correlation_header.upper().replace("-", "_")
+        self.use_trace_id = settings.trace_id_as_correlation_id
+        self._validator: Callable[[str], object] | None = settings.correlation_id_validator
+        self._proxies = settings.trusted_proxies
+        self._trusted: dict[str, bool] = {}
+        # The common configuration (built-in rule, no proxy list) gets a one-call check.
+        plain = self._validator is None and not self._proxies
+        self.plain_check = VALID_ID.fullmatch if plain else None
+        self.plain_check_bytes = VALID_ID_BYTES.fullmatch if plain else None
+
+    def trusts(self, client: str | None) -> bool:
+        """Whether incoming IDs from ``client`` (an IP address) are taken."""
+        if not self._proxies:
+            return True
+        if client is None:
+            return False
+        trusted = self._trusted.get(client)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(client)
+            except ValueError:
+                trusted = False
+            else:
+                trusted = any(address in network for network in self._proxies)
+            if len(self._trusted) >= self._MAX_CACHED:
+                self._trusted.clear()
+            self._trusted[client] = trusted
+        return trusted
+
+    def valid(self, incoming: str) -> bool:
+        """Whether ``incoming`` may be used as is. A raising validator means no."""
+        if self._validator is None:
+            return VALID_ID.fullmatch(incoming) is not None
+        if _HEADER_SAFE.fullmatch(incoming) is None:
+            return False
+        try:
+            return bool(self._validator(incoming))
+        except Exception:
+            logger.exception("correlation_id_validator raised; treating the ID as invalid")
+            return False
+
+    def choose(
+        self, incoming: str | None, client: str | None, trace_id: str | None = None
+    ) -> str:
+        """The ID for a request whose header held ``incoming`` (``None``: no header).
+
+        An invalid or untrusted ID is replaced. The log line about it names the new ID and
+        never repeats the raw header, which is attacker-controlled (log injection).
+        """
+        if incoming is None:
+            return trace_id or new_id()
+        if self.plain_check is not None and self.plain_check(incoming) is not None:
+            return incoming
+        valid = self.valid(incoming)
+        if valid and self.trusts(client):
+            return incoming
+        replacement = trace_id or new_id()
+        logger.info(
+            "Replaced the incoming %s header (%s, %d characters) by %s",
+            self.header,
+            "from an untrusted client" if valid else "invalid",
+            len(incoming),
+            replacement,
+        )
+        return replacement

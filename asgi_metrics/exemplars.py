@@ -1,0 +1,95 @@
+"""Reading the active OpenTelemetry span, for exemplars and trace-ID correlation IDs.
+
+Only ``opentelemetry-api`` is used, and only if it is importable: without it every function
+here returns ``None``. The no-span case is the common one and is on every request, so it
+is one context lookup (about 0.15 us) with nothing formatted or allocated; trace and span
+IDs stay integers until a scrape renders them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: (trace_id, span_id) of a sampled span, as the integers OpenTelemetry keeps.
+SpanIds = tuple[int, int]
+
+_get_current: Callable[[], Any] | None
+_span_key: str | None
+try:
+    from opentelemetry import context as _context
+    from opentelemetry import trace as _trace
+except ImportError:  # no opentelemetry-api: no spans to read
+    _get_current = None
+    _span_key = None
+    _trace = None  # type: ignore[assignment]
+else:
+    _get_current = _context.get_current
+    try:
+        # The key under which the API keeps the current span in the context. Reading it
+        # directly skips building INVALID_SPAN's context on the (common) no-span path.
+        from opentelemetry.trace.propagation import _SPAN_KEY as _span_key
+    except ImportError:  # a future API moved it: use the public, slower path
+        _span_key = None
+    try:
+        # The default runtime context is one ContextVar; reading it directly saves two
+        # Python calls per lookup. Only when that is exactly what is configured.
+        from contextvars import ContextVar
+
+        from opentelemetry.context import _RUNTIME_CONTEXT
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+
+        _var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
+        if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext and isinstance(_var, ContextVar):
+            _get_current = _var.get
+    except ImportError:
+        pass
+
+#: Whether ``opentelemetry-api`` could be imported.
+AVAILABLE = _trace is not None
+
+# TraceFlags.sampled is a property doing IntEnum arithmetic (~0.5 us); the bit test is not.
+_SAMPLED = 0x01
+
+
+def sampled_span() -> Any:
+    """The current span if it is valid and sampled, else ``None``."""
+    if _get_current is None:
+        return None
+    if _span_key is not None:
+        span = _get_current().get(_span_key)
+        if span is None:
+            return None
+    else:
+        span = _trace.get_current_span()
+    context = span.get_span_context()
+    if context.trace_flags & _SAMPLED and context.is_valid:
+        return span
+    return None
+
+
+def current_span_ids() -> SpanIds | None:
+    """(trace_id, span_id) of the current sampled span, else ``None``."""
+    span = sampled_span()
+    if span is None:
+        return None
+    context = span.get_span_context()
+    return context.trace_id, context.span_id
+
+
+def current_trace_id() -> str | None:
+    """The trace ID (32 hex digits) of the current valid span, sampled or not."""
+    if _trace is None:
+        return None
+    context = _trace.get_current_span().get_span_context()
+    return format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def format_trace_id(trace_id: int) -> str:
+    """32 lower-case hex digits, as W3C trace context and Grafana show it."""
+    return format(trace_id, "032x")
+
+
+def format_span_id(span_id: int) -> str:
+    """16 lower-case hex digits."""
+    return format(span_id, "016x")

@@ -1,0 +1,120 @@
+"""Helpers shared by the WSGI, Flask, Django and end-to-end tests: parsing a scrape and
+calling a WSGI app the way a server does."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a text-format scrape, by (sample name, labels)."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def requests(samples: Samples, prefix: str = "") -> dict[tuple[str, str, str], float]:
+    """``http_requests_total`` as {(method, route, status): count}."""
+    out = {}
+    for (name, labels), value in samples.items():
+        if name == f"{prefix}http_requests_total":
+            got = dict(labels)
+            out[(got["method"], got["route"], got["status"])] = value
+    return out
+
+
+def exceptions(samples: Samples) -> dict[tuple[str, str, str], float]:
+    """``http_request_exceptions_total`` as {(method, route, exception_type): count}."""
+    out = {}
+    for (name, labels), value in samples.items():
+        if name == "http_request_exceptions_total":
+            got = dict(labels)
+            out[(got["method"], got["route"], got["exception_type"])] = value
+    return out
+
+
+def in_flight(samples: Samples) -> float:
+    """The sum of the in-flight gauge over methods."""
+    return sum(v for (name, _), v in samples.items() if name == "http_requests_in_flight")
+
+
+def duration_sum(samples: Samples, method: str, route: str, status: str) -> float:
+    key = frozenset({"method": method, "route": route, "status": status}.items())
+    return samples[("http_request_duration_seconds_sum", key)]
+
+
+def environ(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:
+    """A minimal PEP 3333 environ, as a server builds it."""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    env.update(extra)
+    return env
+
+
+class Server:
+    """Calls a WSGI app like a server: start_response, iterate, close()."""
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.body_started = False
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
+        if exc_info is not None and self.body_started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self.status, self.headers = status, headers
+        return lambda data: None
+
+    def call(self, app: Any, env: dict[str, Any]) -> bytes:
+        result = app(env, self.start_response)
+        try:
+            chunks = []
+            for chunk in result:
+                self.body_started = True
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+
+def get(app: Any, path: str = "/", method: str = "GET", **extra: Any) -> tuple[str, bytes]:
+    server = Server()
+    body = server.call(app, environ(path, method, **extra))
+    assert server.status is not None
+    return server.status, body
+
+
+def scrape(app: Any, path: str = "/metrics") -> Samples:
+    status, body = get(app, path)
+    assert status.startswith("200"), status
+    return parse(body.decode())
+
+
+def chunks_of(iterable: Iterable[bytes]) -> list[bytes]:
+    return list(iterable)

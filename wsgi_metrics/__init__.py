@@ -1,0 +1,24 @@
+"""HTTP request metrics for WSGI apps, correct by default.
+
+``app.wsgi_app = MetricsMiddleware(app.wsgi_app)`` (Flask) or
+``application = MetricsMiddleware(application)`` (any WSGI app), then scrape ``/metrics``.
+Django: put ``"wsgi_metrics.django.MetricsMiddleware"`` first in ``MIDDLEWARE``.
+The metrics, labels and settings are :mod:`asgi_metrics`'s.
+"""
+
+from asgi_metrics.labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
+from asgi_metrics.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+
+from .middleware import EXCEPTION_KEY, MetricsMiddleware
+
+__all__ = [
+    "CLIENT_CLOSED_STATUS",
+    "DEFAULT_BUCKETS",
+    "EXCEPTION_KEY",
+    "OTHER_METHOD",
+    "OTHER_STATUS",
+    "UNMATCHED_ROUTE",
+    "ConfigurationError",
+    "MetricsMiddleware",
+    "Settings",
+]

@@ -1,0 +1,329 @@
+"""The pure WSGI middleware.
+
+It hands the app's status, headers and response iterable to the server unchanged; it only
+looks at them. A request is timed from its arrival to the moment the server calls the
+response iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is
+timed in full. The counting itself is :class:`asgi_metrics.recorder.Recorder`'s.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
+from asgi_metrics.recorder import Recorder
+from asgi_metrics.settings import ConfigurationError, Settings
+
+Environ = dict[str, Any]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
+StartResponse = Callable[..., Callable[[bytes], object]]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+RouteResolver = Callable[[Environ], "str | None"]
+
+#: An app or framework integration that turns an exception into a 500 response itself
+#: (so the middleware never sees it raised) can put the exception here to have it counted
+#: in the exceptions counter. :mod:`wsgi_metrics.flask` does this for Flask.
+EXCEPTION_KEY = "wsgi_metrics.exception"
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request of a WSGI app and serves ``/metrics``.
+
+    ``app.wsgi_app = MetricsMiddleware(app.wsgi_app, **options)`` (Flask) or
+    ``application = MetricsMiddleware(application, **options)`` (any WSGI app). ``options``
+    are the same settings as the ASGI middleware's (``namespace``, ``buckets``,
+    ``exclude_paths``, ...); ``HTTP_METRICS_*`` environment variables fill in the rest.
+
+    ``route_resolver(environ) -> str | None`` returns the route *template* of a request
+    (``None`` means unmatched). It is called once per request, when the app calls
+    ``start_response`` (or, if it never does, when it has returned or raised), so a
+    framework's request state is still alive. Wrapping a Flask app's ``wsgi_app`` picks
+    Flask's matched rule automatically; otherwise every request is ``__unmatched__``.
+    """
+
+    def __init__(
+        self, app: WSGIApp, *, route_resolver: RouteResolver | None = None, **options: Any
+    ) -> None:
+        self._setup(app, Settings.build(options), route_resolver)
+
+    @classmethod
+    def from_settings(
+        cls,
+        app: WSGIApp,
+        settings: Settings,
+        *,
+        route_resolver: RouteResolver | None = None,
+        framework: RouteResolver | None = None,
+    ) -> MetricsMiddleware:
+        """Build the middleware from an already validated :class:`Settings` (used by the
+        Flask extension, which merges ``app.config`` first). ``framework`` is a framework's
+        route lookup to use when ``route_resolver`` is not given, instead of detecting it
+        from ``app``."""
+        self = cls.__new__(cls)
+        self._setup(app, settings, route_resolver, framework)
+        return self
+
+    def _setup(
+        self,
+        app: WSGIApp,
+        settings: Settings,
+        route_resolver: RouteResolver | None,
+        framework: RouteResolver | None = None,
+    ) -> None:
+        if route_resolver is not None and not callable(route_resolver):
+            raise ConfigurationError(
+                f"setting 'route_resolver': expected a callable, got {route_resolver!r}"
+            )
+        self.app = app
+        self.settings = settings
+        self.recorder = Recorder(settings)
+        self._metrics_path = settings.metrics_path
+        # Kept even when the user's resolver wins: Flask's also reports the exceptions
+        # Flask turns into 500s, and it lives only as long as this reference.
+        self._framework = _framework_resolver(app) if framework is None else framework
+        self._route_resolver = route_resolver if route_resolver is not None else self._framework
+
+    def _route(self, environ: Environ) -> str:
+        if self._route_resolver is None:
+            return UNMATCHED_ROUTE
+        try:
+            route = self._route_resolver(environ)
+            return route if isinstance(route, str) else UNMATCHED_ROUTE
+        except Exception as exc:
+            self.recorder.failures.report("route lookup", exc)
+            return UNMATCHED_ROUTE
+
+    def metrics_app(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        """The WSGI app serving this middleware's metrics (mounted at ``metrics_path``;
+        mount it elsewhere too if wanted)."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        status, headers, body = self.recorder.exposition.respond(
+            method, environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING")
+        )
+        start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+        return [b"" if method == "HEAD" else body]
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO")
+        if path == self._metrics_path:
+            return self.metrics_app(environ, start_response)
+        recorder = self.recorder
+        if not isinstance(path, str) or not recorder.counts(path):
+            return self.app(environ, start_response)
+
+        request = _Request(self, environ, perf_counter())
+
+        def observe_start(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Callable[[bytes], object]:
+            # Called again with exc_info when the app replaces a failed response. The
+            # server's call goes first: if it refuses (headers already sent, it re-raises
+            # the app's exception), the status on the wire is still the earlier one.
+            if exc_info is None:
+                write = start_response(status, headers)
+            else:
+                write = start_response(status, headers, exc_info)
+                request.exc = exc_info[1]
+            request.started(status, headers)
+            return write
+
+        try:
+            result = self.app(environ, observe_start)
+        except BaseException as exc:
+            request.finish(exc, failed=True)
+            raise
+        return request.observe(result)
+
+
+class _Request:
+    """The state of one counted request, shared by ``start_response`` and the body."""
+
+    __slots__ = (
+        "done", "environ", "exc", "headers", "in_flight", "iteration_end", "method",
+        "middleware", "response_size", "route", "start", "status", "ttfb",
+    )
+
+    def __init__(self, middleware: MetricsMiddleware, environ: Environ, start: float) -> None:
+        self.middleware = middleware
+        self.environ = environ
+        self.start = start
+        self.method = method_label(environ.get("REQUEST_METHOD"))
+        self.in_flight = middleware.recorder.start(self.method)
+        self.status = 0  # 0 until start_response
+        self.headers: list[tuple[str, str]] = []
+        self.route: str | None = None
+        self.done = False
+        self.exc: BaseException | None = None
+        self.ttfb: float | None = None
+        self.response_size: int | None = 0
+        self.iteration_end: float | None = None
+
+    def started(self, status: str, headers: list[tuple[str, str]]) -> None:
+        self.headers = headers
+        try:
+            self.status = int(status[:3])
+        except (TypeError, ValueError):
+            self.status = -1  # labelled "other"; the server will reject it anyway
+        if self.route is None:
+            self.route = self.middleware._route(self.environ)
+
+    def observe(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        """What goes back to the server: the app's iterable, observed."""
+        wrapper = self.environ.get("wsgi.file_wrapper")
+        if isinstance(wrapper, type) and isinstance(result, wrapper):
+            # The server's file wrapper: servers recognise it by type to use sendfile(), so
+            # the object itself goes back, with only its close() observed.
+            try:
+                inner_close = getattr(result, "close", None)
+
+                def close() -> None:
+                    try:
+                        if inner_close is not None:
+                            inner_close()
+                    finally:
+                        self.finish(None, closed=True)
+
+                result.close = close  # type: ignore[attr-defined]
+            except Exception:  # __slots__ or a read-only close: observe it the usual way
+                pass
+            else:
+                self.ttfb = perf_counter() - self.start
+                self.response_size = _content_length(self.headers)
+                return result
+        if hasattr(result, "__len__"):
+            return _SizedBody(self, result)
+        return _Body(self, result)
+
+    def finish(
+        self,
+        exc: BaseException | None,
+        *,
+        failed: bool = False,
+        closed: bool = False,
+        end: float | None = None,
+    ) -> None:
+        """Record the request once (later calls only count a late exception)."""
+        if self.done:
+            if exc is not None:
+                self.middleware.recorder.exception(self.method, self.route or "", exc)
+            return
+        self.done = True
+        recorder = self.middleware.recorder
+        if self.route is None:
+            self.route = self.middleware._route(self.environ)
+        if exc is None:
+            # An exception the app turned into a response itself (start_response with
+            # exc_info, or a framework that reported it in the environ) is still counted.
+            exc = self.exc
+            if exc is None:
+                handled = self.environ.get(EXCEPTION_KEY)
+                if isinstance(handled, BaseException):
+                    exc = handled
+        status = self.status
+        if not status:
+            # No status: closed before the body was consumed means the server gave up on
+            # the client; anything else ends in the server's own 500.
+            status = (
+                CLIENT_CLOSED_STATUS
+                if closed and not failed and self.iteration_end is None
+                else 500
+            )
+        duration = (perf_counter() if end is None else end) - self.start
+        recorder.finish(
+            self.method, self.route, status, duration,
+            in_flight=self.in_flight, exc=exc, ttfb=self.ttfb,
+            request_size=_request_size(self.environ) if recorder.wants_request_size else None,
+            response_size=self.response_size,
+        )
+
+
+class _Body:
+    """Observes the app's iterable: chunks and close() go through unchanged."""
+
+    __slots__ = ("_iterable", "_request")
+
+    def __init__(self, request: _Request, iterable: Iterable[bytes]) -> None:
+        self._request = request
+        self._iterable = iterable
+
+    def __iter__(self) -> Iterator[bytes]:
+        request = self._request
+        start = request.start
+        size = 0
+        try:
+            for chunk in self._iterable:
+                if request.ttfb is None:
+                    request.ttfb = perf_counter() - start
+                size += len(chunk)
+                request.response_size = size
+                yield chunk
+        except GeneratorExit:  # the server stopped iterating (client gone): not an error
+            raise
+        except BaseException as exc:
+            request.finish(exc, failed=True)
+            raise
+        request.iteration_end = perf_counter()
+
+    def close(self) -> None:
+        """Close the app's iterable (if it has ``close``), then record the request."""
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            self._request.finish(exc, failed=True)
+            raise
+        finally:
+            self._request.finish(None, closed=True)
+
+    def __del__(self) -> None:
+        # Never closed (the Werkzeug test client with an unbuffered response, a broken
+        # server): the request still has to leave the in-flight gauge. It is timed to the
+        # end of its iteration, or to now if it never ended.
+        request = self._request
+        if not request.done:
+            request.finish(None, closed=True, end=request.iteration_end)
+
+
+class _SizedBody(_Body):
+    """A :class:`_Body` for iterables with ``len()``: servers may use it (a one-item list
+    lets wsgiref set Content-Length), so it stays visible."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._iterable)  # type: ignore[arg-type]
+
+
+def _request_size(environ: Environ) -> int:
+    # The declared body size: counting what the app reads would mean replacing
+    # wsgi.input, which the app must get unchanged.
+    try:
+        return max(int(environ.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+def _content_length(headers: list[tuple[str, str]]) -> int | None:
+    # A file wrapper's bytes go out through sendfile(), unseen: trust the declared length.
+    for name, value in headers:
+        if name.lower() == "content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _framework_resolver(app: object) -> RouteResolver | None:
+    """Flask's route lookup when ``app`` is a Flask app's ``wsgi_app`` (or the app)."""
+    if "flask" not in sys.modules:  # not imported: it cannot be a Flask app
+        return None
+    from .flask import resolver_for
+
+    return resolver_for(app)
