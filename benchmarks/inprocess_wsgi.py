@@ -8,11 +8,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from benchmarks._harness import interleave, prepare, summarise
-from benchmarks._wsgi_driver import HIT_PATH, check, make_runner
-from benchmarks.wsgi_variants import VARIANTS
+from benchmarks._wsgi_driver import HIT_PATH, check, drive, make_runner
+from benchmarks.wsgi_variants import VARIANTS, make_flask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def verify_ours(n: int = 25) -> str:
+    """Our Flask middleware must really count what it is timed on: drive ``n`` requests and
+    read the counter back from its registry."""
+    try:
+        from wsgi_metrics import MetricsMiddleware
+    except ImportError:
+        return "skipped: wsgi_metrics.MetricsMiddleware not importable"
+    registry = CollectorRegistry()
+    app = make_flask()
+    app.wsgi_app = MetricsMiddleware(app.wsgi_app, registry=registry)  # type: ignore[method-assign]
+    drive(app, n)
+    labels = {"method": "GET", "route": "/users/<int:user_id>", "status": "200"}
+    got = registry.get_sample_value("http_requests_total", labels)
+    return "ok" if got == n else f"MISMATCH: http_requests_total{labels} = {got}, expected {n}"
 
 
 def run_flask(n: int, repeats: int, warmup: int) -> dict[str, Any]:
@@ -20,6 +38,7 @@ def run_flask(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     runners, outcomes = prepare(variants, check, make_runner, warmup)
     interleave(runners, outcomes, n, repeats)
     result = summarise(outcomes, "bare")
+    result["ours_counts_verified"] = verify_ours()
     result["params"] = {"n_per_batch": n, "repeats": repeats, "warmup": warmup, "path": HIT_PATH}
     return result
 

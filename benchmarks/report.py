@@ -174,6 +174,9 @@ def markdown(r: Row) -> str:
             p = r[key]["params"]
             out += [f"{p['repeats']} interleaved rounds x {p['n_per_batch']} requests.", "",
                     *_variant_table(r[key])]
+            if "ours_counts_verified" in r[key]:
+                out += ["Our counter read back after driving 25 requests:"
+                        f" {r[key]['ours_counts_verified']}", ""]
     if "scrape" in r:
         out += ["## Scrape: 200 routes x 5 methods x 5 statuses = 5,000 label sets"
                 " (counter + histogram)", "", *_scrape(r["scrape"])]
