@@ -37,6 +37,14 @@ class Outcome:
     def median_us(self) -> float | None:
         return statistics.median(self.samples_us) if self.samples_us else None
 
+    @property
+    def mad_us(self) -> float | None:
+        """Median absolute deviation of the samples: how much this variant wobbled."""
+        median = self.median_us
+        if median is None:
+            return None
+        return statistics.median(abs(s - median) for s in self.samples_us)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -44,6 +52,7 @@ class Outcome:
             "reason": self.reason,
             "samples_us": [round(s, 4) for s in self.samples_us],
             "median_us": None if self.median_us is None else round(self.median_us, 4),
+            "mad_us": None if self.mad_us is None else round(self.mad_us, 4),
         }
 
 
