@@ -17,7 +17,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -37,11 +37,21 @@ from .store import (
     Exemplar,
     ExemplarSlots,
     Key,
-    RequestStore,
     Series,
+    Snapshot,
     cumulative,
     latest_exemplar,
 )
+
+
+class Store(Protocol):
+    """What a collector needs of a store (:class:`~asgi_metrics.store.RequestStore` or
+    :class:`~asgi_metrics.multiprocess_store.MultiprocessStore`)."""
+
+    buckets: tuple[float, ...]
+    size_buckets: tuple[float, ...]
+
+    def snapshot(self) -> Snapshot: ...
 
 _rendering_others = threading.local()
 # registry -> {metric names: collector}; weak so a dropped registry takes its entry along.
@@ -52,10 +62,14 @@ _registered_lock = threading.Lock()
 
 
 class StoreCollector(Collector):
-    """Exposes a :class:`~asgi_metrics.store.RequestStore` to a prometheus_client registry."""
+    """Exposes a :class:`~asgi_metrics.store.RequestStore` to a prometheus_client registry.
+
+    A multiprocess store's snapshot is empty: in that mode the numbers are read from the
+    directory (``prometheus_client.multiprocess``), not from a registry.
+    """
 
     def __init__(
-        self, store: RequestStore, names: MetricNames, const_labels: Mapping[str, str]
+        self, store: Store, names: MetricNames, const_labels: Mapping[str, str]
     ) -> None:
         self.store = store
         self.names = names

@@ -15,6 +15,13 @@ from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds
 from .failures import FailureLog
 from .labels import OTHER_STATUS, method_label, status_labels
+from .multiprocess import (
+    check_directory,
+    multiproc_dir,
+    note_exemplars_off,
+    warn_if_several_workers,
+)
+from .multiprocess_store import MultiprocessStore
 from .naming import metric_names
 from .scrape import Exposition
 from .settings import Settings
@@ -31,7 +38,18 @@ class Recorder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = metric_names(settings)
-        self.store = RequestStore(settings.buckets, settings.size_buckets)
+        # Chosen once, here: prometheus_client picks its value class at import, so the
+        # environment cannot meaningfully change later in this process anyway.
+        self.multiprocess_dir = multiproc_dir()
+        self.store: RequestStore | MultiprocessStore
+        if self.multiprocess_dir is not None:
+            check_directory(self.multiprocess_dir)
+            self.store = MultiprocessStore(
+                self.names, settings.const_labels, settings.buckets, settings.size_buckets
+            )
+        else:
+            warn_if_several_workers()
+            self.store = RequestStore(settings.buckets, settings.size_buckets)
         self.collector = StoreCollector(self.store, self.names, settings.const_labels)
         register(settings.target_registry, self.collector)
         self.exposition = Exposition(settings.target_registry, self.collector)
@@ -48,6 +66,11 @@ class Recorder:
         self.wants_response_size = settings.response_size
         #: Whether adapters should look for a sampled span to attach as an exemplar.
         self.wants_exemplars = settings.exemplars and OTEL_AVAILABLE
+        if self.multiprocess_dir is not None and self.wants_exemplars:
+            # prometheus_client's multiprocess files have no place for exemplars: say so
+            # once, and skip the span lookup per request.
+            note_exemplars_off()
+            self.wants_exemplars = False
         #: The OpenTelemetry metrics bridge, when configured.
         self.otel = otel_metrics.build(settings)
 

@@ -7,13 +7,24 @@ Shared by the ASGI endpoint and the WSGI adapters, which only translate the requ
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
+from typing import Any
 
+import prometheus_client
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as generate_text
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from .collector import StoreCollector, iter_registered, others_only
 from .exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from .multiprocess import (
+    DirectoryCollector,
+    MultiProcessCollector,
+    add_request_counters,
+    collect_directory,
+    multiproc_dir,
+)
 
 Headers = list[tuple[str, str]]
 #: gzip level for scrapes: level 1 is several times faster than 9 and the output is
@@ -69,18 +80,74 @@ class Exposition:
     With ``own`` given (a middleware's endpoint), that store is shown and every other
     store of ours in the registry is left out; without it (a standalone endpoint), every
     store currently registered is shown.
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set when this is built) the
+    directory is shown instead, summed over every worker, followed by the registry's other
+    collectors (see :meth:`_render_multiprocess`).
     """
 
     def __init__(self, registry: CollectorRegistry, own: StoreCollector | None = None) -> None:
         self.registry = registry
         self.own = own
+        self.multiprocess_dir = multiproc_dir()
 
     def render(self, openmetrics: bool) -> bytes:
+        if self.multiprocess_dir is not None:
+            return self._render_multiprocess(openmetrics)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         ours = "".join(store.render(openmetrics) for store in stores).encode("utf-8")
         with others_only():
             rest = (generate_openmetrics if openmetrics else generate_text)(self.registry)
         return ours + rest
+
+    def _render_multiprocess(self, openmetrics: bool) -> bytes:
+        """The directory's metrics (every worker's, ours and the app's own multiprocess
+        metrics), then the registry's other collectors, minus what would be one worker's
+        view of the same thing: families already shown from the directory, prometheus_client's
+        process/platform/GC collectors (this worker's CPU and memory, a different worker's at
+        every scrape) and any ``MultiProcessCollector`` registered there."""
+        path = self.multiprocess_dir
+        assert path is not None
+        metrics = collect_directory(path)
+        stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
+        add_request_counters(metrics, [
+            (store.names.requests.name, store.names.requests.help, store.names.duration.name)
+            for store in stores if store.names.requests is not None
+        ])
+        registry = self.registry
+        per_worker = (
+            prometheus_client.PROCESS_COLLECTOR,
+            prometheus_client.PLATFORM_COLLECTOR,
+            prometheus_client.GC_COLLECTOR,
+        )
+
+        class View:
+            def collect(self) -> Iterator[Metric]:
+                yield from metrics
+                seen = {metric.name for metric in metrics}
+                # The registry's collector list is private API; fall back to everything.
+                table = getattr(registry, "_collector_to_names", None)
+                lock = getattr(registry, "_lock", None)
+                collectors: list[Any]
+                if table is None or lock is None:
+                    collectors = [registry]
+                else:
+                    with lock:
+                        collectors = list(table)
+                with others_only():
+                    for collector in collectors:
+                        if collector in per_worker or isinstance(
+                            collector, (StoreCollector, MultiProcessCollector,
+                                        DirectoryCollector)
+                        ):
+                            continue
+                        for metric in collector.collect():
+                            if metric.name not in seen:
+                                seen.add(metric.name)
+                                yield metric
+
+        generate = generate_openmetrics if openmetrics else generate_text
+        return generate(View())  # generate_latest only calls .collect()
 
     def respond(
         self, method: str, accept: str | None, accept_encoding: str | None

@@ -1,0 +1,1 @@
+"""Tiny apps the multiprocess tests run under real servers (gunicorn, uvicorn)."""

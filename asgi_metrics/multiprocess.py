@@ -1,0 +1,459 @@
+"""Multiprocess mode: one app served by several worker processes (gunicorn, ``uvicorn
+--workers``), each writing its numbers to prometheus_client's files in
+``PROMETHEUS_MULTIPROC_DIR``; a scrape answered by any worker shows the sum over all.
+
+What this module adds to prometheus_client's own multiprocess support:
+
+* :func:`child_exit`, a gunicorn hook (``from asgi_metrics.multiprocess import child_exit``
+  in ``gunicorn.conf.py``) that never raises into the arbiter;
+* a sweep at scrape time of the in-flight gauge files of processes that no longer exist,
+  for servers without such a hook (``uvicorn --workers``) and for ``kill -9``;
+* compaction: at scrape time the counter, histogram and summary files of dead processes are
+  merged into one archive file per type, so a scrape reads one file per *live* worker plus
+  the archives however many workers have come and gone (``max_requests`` recycling);
+* start-up checks that make a misconfiguration loud (:func:`check_directory`,
+  :func:`warn_if_several_workers`) and :func:`clean_multiproc_dir` for start-up.
+
+Scrapes and compactions in one directory take an exclusive ``flock`` on a lock file in it,
+so a scrape never sees a dead worker's file both in the archive and on its own. Tools that
+read the directory without that lock (prometheus_client's own ``MultiProcessCollector``)
+can briefly miss or double-count a dead worker's numbers while a compaction runs: use
+:class:`DirectoryCollector` instead.
+
+The directory must belong to one host and one PID namespace: whether a process is alive is
+decided from the PID in the file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import struct
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, mmap_dict
+from prometheus_client import multiprocess as _pc_multiprocess
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .settings import ConfigurationError
+
+logger = logging.getLogger("asgi_metrics")
+
+# prometheus_client's multiprocess internals are untyped.
+MmapedDict: Any = mmap_dict.MmapedDict
+MultiProcessCollector: Any = _pc_multiprocess.MultiProcessCollector
+mark_process_dead: Any = _pc_multiprocess.mark_process_dead
+
+ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+LOCK_FILE = "asgi_metrics.lock"
+JOURNAL_FILE = "asgi_metrics.compaction"
+#: Files of dead processes are merged into ``{type}_archive.db``.
+ARCHIVE_PID = "archive"
+_SUMMED_TYPES = ("counter", "histogram", "summary")
+_TMP_SUFFIX = ".db.tmp"
+
+
+def multiproc_dir(environ: Any = None) -> str | None:
+    """The multiprocess directory from the environment, or ``None`` (single-process)."""
+    env = os.environ if environ is None else environ
+    value = env.get(ENV_VAR) or env.get(ENV_VAR.lower())
+    return str(value) if value else None
+
+
+# -- start-up checks --------------------------------------------------------------------
+
+
+def check_directory(path: str) -> None:
+    """Raise :class:`ConfigurationError` unless ``path`` is a writable directory and
+    prometheus_client runs in multiprocess mode."""
+    from .multiprocess_store import multiprocess_value_class
+
+    if not os.path.isdir(path):
+        raise ConfigurationError(
+            f"{ENV_VAR}={path!r} is not an existing directory. Create it (empty) before"
+            " starting the server, e.g. `rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p"
+            " \"$PROMETHEUS_MULTIPROC_DIR\"`, or unset the variable for a single process."
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigurationError(
+            f"{ENV_VAR}={path!r} is not writable by this process (uid {os.getuid()}):"
+            " every worker must be able to create its files there."
+        )
+    multiprocess_value_class()
+
+
+_exemplar_note_logged = False
+
+
+def note_exemplars_off() -> None:
+    """Say once per process that exemplars (on by default when OpenTelemetry is installed)
+    are not recorded in multiprocess mode."""
+    global _exemplar_note_logged
+    if not _exemplar_note_logged:
+        _exemplar_note_logged = True
+        logger.warning(
+            "HTTP metrics: multiprocess mode (%s): exemplars are not supported by"
+            " prometheus_client in this mode and are not recorded.", ENV_VAR
+        )
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return [part.decode(errors="replace") for part in file.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _children(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            return len(file.read().split())
+    except OSError:
+        return 0
+
+
+def _workers_flag(argv: list[str]) -> int | None:
+    for index, arg in enumerate(argv):
+        for flag in ("--workers", "-w"):
+            if arg == flag and index + 1 < len(argv):
+                value = argv[index + 1]
+            elif arg.startswith(flag + "=") and flag.startswith("--"):
+                value = arg[len(flag) + 1:]
+            elif flag == "-w" and arg.startswith("-w") and arg[2:].isdigit():
+                value = arg[2:]
+            else:
+                continue
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+def detect_workers(environ: Any = None) -> tuple[int, str] | None:
+    """A guess at how many worker processes serve this app, and the evidence, when this
+    process looks like one of several gunicorn or uvicorn workers; else ``None``.
+
+    Heuristics, in order (Linux ``/proc`` for the parent's ones):
+
+    * the parent (or, before forking, this) process is ``gunicorn``/``uvicorn`` started
+      with ``-w N``/``--workers N`` (``N > 1``);
+    * ``GUNICORN_CMD_ARGS`` contains ``--workers N``/``-w N``;
+    * ``WEB_CONCURRENCY`` (both servers' default worker count) is more than 1 under one of
+      those servers;
+    * the parent is a gunicorn arbiter or uvicorn supervisor with more than one child.
+    """
+    env = os.environ if environ is None else environ
+    own = list(sys.argv)
+    parent = _cmdline(os.getppid())
+    for argv, who in ((parent, "the parent process"), (own, "this process")):
+        text = " ".join(argv)
+        if "gunicorn" in text or "uvicorn" in text:
+            count = _workers_flag(argv)
+            if count is not None and count > 1:
+                return count, f"{who} runs {' '.join(argv[:6])!s}..."
+    server = "gunicorn" in sys.modules or any(
+        "gunicorn" in arg or "uvicorn" in arg for arg in (*own[:2], *parent[:3])
+    )
+    gunicorn_args = env.get("GUNICORN_CMD_ARGS", "")
+    count = _workers_flag(gunicorn_args.split())
+    if count is not None and count > 1:
+        return count, f"GUNICORN_CMD_ARGS={gunicorn_args!r}"
+    concurrency = env.get("WEB_CONCURRENCY", "")
+    if server and concurrency.isdigit() and int(concurrency) > 1:
+        return int(concurrency), f"WEB_CONCURRENCY={concurrency}"
+    parent_text = " ".join(parent[:4])
+    if ("gunicorn" in parent_text or "uvicorn" in parent_text
+            or ("multiprocessing" in parent_text and "uvicorn" in sys.modules)):
+        siblings = _children(os.getppid())
+        if siblings > 1:
+            return siblings, f"the parent process ({parent_text}) has {siblings} children"
+    return None
+
+
+_several_workers_warned = False
+
+
+def warn_if_several_workers(environ: Any = None) -> None:
+    """Warn (once per process) when several workers seem to serve this app without
+    ``PROMETHEUS_MULTIPROC_DIR``: each would show only its own numbers."""
+    global _several_workers_warned
+    if _several_workers_warned:
+        return
+    try:
+        found = detect_workers(environ)
+    except Exception:  # a heuristic must never stop the app
+        return
+    if found is None:
+        return
+    _several_workers_warned = True
+    count, evidence = found
+    message = (
+        f"HTTP metrics: this app seems to run in {count} worker processes ({evidence}), but"
+        f" {ENV_VAR} is not set: each worker will count and show only its own requests, so"
+        " scrapes jump between workers' numbers and counters seem to reset. Set"
+        f" {ENV_VAR} to an empty directory in the server's environment (see the"
+        " multiprocess section of the README), or run a single worker."
+    )
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def clean_multiproc_dir(path: str | None = None) -> None:
+    """Empty the multiprocess directory (creating it if needed). Call it once when the
+    server starts, before any worker (gunicorn: ``on_starting``), never while workers run:
+    numbers left from an earlier run would otherwise be added to this one's."""
+    path = path or multiproc_dir()
+    if not path:
+        raise ConfigurationError(f"{ENV_VAR} is not set and no path was given")
+    os.makedirs(path, exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.is_file() and (
+            entry.name.endswith((".db", _TMP_SUFFIX))
+            or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
+        ):
+            os.unlink(entry.path)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: a worker exited, so its in-flight requests are in flight no more.
+
+    Put ``from asgi_metrics.multiprocess import child_exit`` in ``gunicorn.conf.py``.
+    Never raises into the arbiter, also when the directory is not set.
+    """
+    try:
+        path = multiproc_dir()
+        pid = getattr(worker, "pid", None)
+        if path and isinstance(pid, int) and os.path.isdir(path):
+            mark_process_dead(pid, path)
+    except Exception:
+        with contextlib.suppress(Exception):
+            logger.exception("HTTP metrics: child_exit hook failed (ignored)")
+
+
+# -- reading the directory --------------------------------------------------------------
+
+
+def _pid_of(name: str) -> tuple[str, str, str] | None:
+    """(type, gauge mode or "", pid) from a file name like ``counter_12.db``."""
+    if not name.endswith(".db"):
+        return None
+    parts = name[:-3].split("_")
+    if parts[0] == "gauge" and len(parts) == 3:
+        return "gauge", parts[1], parts[2]
+    if parts[0] in _SUMMED_TYPES and len(parts) == 2:
+        return parts[0], "", parts[1]
+    return None
+
+
+def is_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a reaped PID can be reused, a
+    zombie's cannot, so both answers are safe to act on)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+        return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+    except (OSError, ValueError):
+        return True
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_file(path: str) -> list[tuple[str, float, float]]:
+    try:
+        return [(k, v, ts) for k, v, ts, _ in MmapedDict.read_all_values_from_file(path)]
+    except struct.error:
+        # Created, but not yet sized (a worker between open() and truncate(), or killed
+        # there): nothing in it yet.
+        return []
+
+
+def _recover(path: str) -> None:
+    """Finish a compaction that was interrupted (the process died mid-way)."""
+    journal = os.path.join(path, JOURNAL_FILE)
+    try:
+        with open(journal) as file:
+            plan = json.load(file)
+    except FileNotFoundError:
+        plan = None
+    except (OSError, ValueError):
+        plan = {"replace": [], "delete": []}  # unreadable: written incompletely, not acted on
+    if plan is not None:
+        # The journal is written only after every new archive is complete, so rolling
+        # forward is always right.
+        for tmp, final in plan["replace"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(os.path.join(path, tmp), os.path.join(path, final))
+        for name in plan["delete"]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, name))
+        os.unlink(journal)
+    for entry in os.scandir(path):  # archives written before a crash, never journalled
+        if entry.name.endswith(_TMP_SUFFIX) or entry.name == JOURNAL_FILE + ".tmp":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def _compact(path: str, dead: dict[str, list[str]]) -> None:
+    """Merge dead processes' files (``{type: [names]}``) into the type's archive file."""
+    replace: list[tuple[str, str]] = []
+    delete: list[str] = []
+    for typ, names in dead.items():
+        archive = f"{typ}_{ARCHIVE_PID}.db"
+        totals: dict[str, float] = {}
+        for name in [archive, *names]:
+            try:
+                rows = _read_file(os.path.join(path, name))
+            except FileNotFoundError:
+                continue
+            for key, value, _ in rows:
+                totals[key] = totals.get(key, 0.0) + value
+        tmp = f"{typ}_{ARCHIVE_PID}{_TMP_SUFFIX}"
+        out = MmapedDict(os.path.join(path, tmp))
+        try:
+            for key, value in totals.items():
+                out.write_value(key, value, 0.0)
+            out._m.flush()
+        finally:
+            out.close()
+        replace.append((tmp, archive))
+        delete.extend(names)
+    journal = os.path.join(path, JOURNAL_FILE)
+    with open(journal + ".tmp", "w") as file:
+        json.dump({"replace": replace, "delete": delete}, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(journal + ".tmp", journal)
+    _recover(path)
+
+
+def maintain_and_list(path: str) -> list[str]:
+    """Sweep and compact dead processes' files; return the files to read. Call with the
+    directory lock held."""
+    _recover(path)
+    alive: dict[str, bool] = {}
+    dead: dict[str, list[str]] = {}
+    files: list[str] = []
+    for entry in os.scandir(path):
+        parsed = _pid_of(entry.name)
+        if parsed is None:
+            continue
+        typ, mode, pid = parsed
+        state = alive.get(pid)
+        if state is None:
+            state = alive[pid] = not pid.isdigit() or is_alive(int(pid))
+        if not state:
+            if typ == "gauge" and mode.startswith("live"):
+                # What mark_process_dead does: a dead worker's requests are not in flight.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                continue
+            if typ in _SUMMED_TYPES:
+                dead.setdefault(typ, []).append(entry.name)
+                continue
+        files.append(entry.name)
+    if dead:
+        _compact(path, dead)
+        for typ in dead:
+            archive = f"{typ}_{ARCHIVE_PID}.db"
+            if archive not in files:
+                files.append(archive)
+    return [os.path.join(path, name) for name in files]
+
+
+def read_metrics(files: Iterable[str]) -> list[Metric]:
+    """Merge ``files`` like prometheus_client's ``MultiProcessCollector`` does, tolerating
+    files that are not yet sized or that vanish (live gauges of a process just marked
+    dead)."""
+    metrics: dict[str, Metric] = {}
+    key_cache: dict[str, tuple[str, str, dict[str, str], tuple[Any, ...], str]] = {}
+    for file in files:
+        parts = os.path.basename(file).split("_")
+        typ = parts[0]
+        try:
+            rows = _read_file(file)
+        except FileNotFoundError:
+            continue
+        for key, value, timestamp in rows:
+            parsed = key_cache.get(key)
+            if parsed is None:
+                metric_name, name, labels, help_text = json.loads(key)
+                parsed = key_cache[key] = (
+                    metric_name, name, labels, tuple(sorted(labels.items())), help_text
+                )
+            metric_name, name, labels, labels_key, help_text = parsed
+            metric = metrics.get(metric_name)
+            if metric is None:
+                metric = metrics[metric_name] = Metric(metric_name, help_text, typ)
+            if typ == "gauge":
+                metric._multiprocess_mode = parts[1]  # type: ignore[attr-defined]
+                metric.add_sample(name, (*labels_key, ("pid", parts[2][:-3])),  # type: ignore[arg-type]
+                                  value, timestamp)
+            else:
+                metric.add_sample(name, labels_key, value)  # type: ignore[arg-type]
+    return list(MultiProcessCollector._accumulate_metrics(metrics, True))
+
+
+def collect_directory(path: str) -> list[Metric]:
+    """Every metric in the multiprocess directory, summed over all workers, living and
+    dead (sweeping and compacting dead workers' files on the way)."""
+    with _locked(path):
+        return read_metrics(maintain_and_list(path))
+
+
+class DirectoryCollector(Collector):
+    """A collector for the multiprocess directory that is safe alongside compaction (use
+    it instead of prometheus_client's ``MultiProcessCollector`` with this library)."""
+
+    def __init__(self, path: str | None = None, registry: CollectorRegistry | None = None):
+        found = path or multiproc_dir()
+        if not found or not os.path.isdir(found):
+            raise ConfigurationError(f"{ENV_VAR} is not set or not a directory")
+        self.path = found
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self) -> Iterable[Metric]:
+        return collect_directory(self.path)
+
+
+def add_request_counters(metrics: list[Metric], pairs: Iterable[tuple[str, str, str]]) -> None:
+    """Derive each request counter from its duration histogram's ``_count`` samples (the
+    multiprocess store does not write it; see :mod:`asgi_metrics.multiprocess_store`).
+
+    ``pairs`` are (counter name, counter help, histogram name).
+    """
+    by_name = {metric.name: metric for metric in metrics}
+    for counter_name, help_text, histogram_name in pairs:
+        if counter_name in by_name:
+            continue
+        counter = CounterMetricFamily(counter_name, help_text)
+        histogram = by_name.get(histogram_name)
+        if histogram is not None:
+            for sample in histogram.samples:
+                if sample.name == f"{histogram_name}_count":
+                    counter.add_sample(f"{counter_name}_total", sample.labels, sample.value)
+        metrics.append(counter)
+        by_name[counter_name] = counter

@@ -1,0 +1,106 @@
+"""Scrape time in multiprocess mode with many dead workers' files.
+
+For 1, 10, 100 and 1000 dead workers (each leaving a counter and a histogram file with
+``SERIES`` request series, like a recycled gunicorn worker), measures:
+
+* prometheus_client's own ``MultiProcessCollector`` + ``generate_latest`` (no compaction:
+  every dead worker's files are read at every scrape);
+* our scrape (collect + the same text rendering): the first one after the workers died
+  (it compacts them into the archive) and the following ones (one archive, not N files).
+
+Run: ``python benchmarks/multiprocess_scrape.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from asgi_metrics.multiprocess import collect_directory
+from asgi_metrics.settings import DEFAULT_BUCKETS
+
+SERIES = 20  # (method, route, status) combinations per worker
+LABELS = ["method", "route", "status"]
+
+
+def dead_pids(count: int) -> list[int]:
+    procs = [subprocess.Popen(["true"]) for _ in range(count)]
+    for proc in procs:
+        proc.wait()
+    return [proc.pid for proc in procs]
+
+
+def write_worker(directory: str, pid: int) -> None:
+    les = [str(b) for b in DEFAULT_BUCKETS] + ["+Inf"]
+    hist = MmapedDict(os.path.join(directory, f"histogram_{pid}.db"))
+    counter = MmapedDict(os.path.join(directory, f"counter_{pid}.db"))
+    for index in range(SERIES):
+        values = ["GET", f"/route/{index}", "200"]
+        hist.write_value(mmap_key("http_request_duration_seconds",
+                                  "http_request_duration_seconds_sum", LABELS, values, "h"),
+                         1.5, 0.0)
+        for le in les:
+            hist.write_value(mmap_key("http_request_duration_seconds",
+                                      "http_request_duration_seconds_bucket",
+                                      [*LABELS, "le"], [*values, le], "h"), 1.0, 0.0)
+        counter.write_value(mmap_key("http_request_exceptions",
+                                     "http_request_exceptions_total", LABELS, values, "h"),
+                            1.0, 0.0)
+    hist.close()
+    counter.close()
+
+
+class _Metrics:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> object:
+        return collect_directory(self.directory)
+
+
+def timed(function: object, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    print(f"{SERIES} series/worker, {len(DEFAULT_BUCKETS) + 1} buckets; times in ms (median)")
+    print(f"{'dead workers':>12} {'prometheus_client':>18} {'ours, 1st (compacts)':>21}"
+          f" {'ours, next':>11} {'files after':>12}")
+    for count in (1, 10, 100, 1000):
+        directory = tempfile.mkdtemp(prefix="mp-bench-")
+        try:
+            for pid in dead_pids(count):
+                write_worker(directory, pid)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)
+            repeat = 3 if count >= 1000 else 10
+            upstream = timed(lambda: generate_latest(registry), repeat)  # noqa: B023
+            ours_view = _Metrics(directory)
+            start = time.perf_counter()
+            generate_latest(ours_view)  # type: ignore[arg-type]
+            first = (time.perf_counter() - start) * 1000
+            ours = timed(lambda: generate_latest(ours_view), 10)  # type: ignore[arg-type]  # noqa: B023
+            files = len([n for n in os.listdir(directory) if n.endswith(".db")])
+            print(f"{count:>12} {upstream:>18.1f} {first:>21.1f} {ours:>11.1f} {files:>12}")
+        finally:
+            shutil.rmtree(directory)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,318 @@
+"""Multiprocess mode without servers: compaction of dead workers' files (totals preserved
+exactly, also against concurrent scrapes and interrupted compactions), the dead-worker
+sweep, the gunicorn hook and the start-up checks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from asgi_metrics import multiprocess
+from asgi_metrics.multiprocess import (
+    JOURNAL_FILE,
+    child_exit,
+    clean_multiproc_dir,
+    collect_directory,
+    detect_workers,
+)
+from tests.support.servers import ROOT, Server, gunicorn, uvicorn
+
+LES = ["0.1", "1.0", "+Inf"]
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def write_worker(directory: Path, pid: int | str, scale: float = 1.0, gauge: float = 0) -> None:
+    """Files like a worker's: a counter, a histogram and a livesum gauge. Values are
+    multiples of 1/8, so sums are exact in any order."""
+    counter = MmapedDict(str(directory / f"counter_{pid}.db"))
+    for route in ("/a", "/b"):
+        counter.write_value(
+            mmap_key("errors", "errors_total", ["route"], [route], "h"), 3 * scale, 0.0)
+    counter.close()
+    histogram = MmapedDict(str(directory / f"histogram_{pid}.db"))
+    for route in ("/a", "/b"):
+        histogram.write_value(
+            mmap_key("dur", "dur_sum", ["route"], [route], "h"), 0.125 * scale, 0.0)
+        for index, le in enumerate(LES):
+            histogram.write_value(
+                mmap_key("dur", "dur_bucket", ["route", "le"], [route, le], "h"),
+                (index + 1) * scale, 0.0)
+    histogram.close()
+    live = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
+    live.write_value(mmap_key("busy", "busy", [], [], "h"), gauge, 0.0)
+    live.close()
+
+
+def values(metrics: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in metrics for sample in metric.samples
+    }
+
+
+def reference(directory: Path) -> dict[Any, float]:
+    """What prometheus_client's own collector says (before any compaction)."""
+    return values(MultiProcessCollector(None, str(directory)).collect())
+
+
+def test_compaction_preserves_totals_exactly(tmp_path: Path) -> None:
+    for index in range(40):
+        write_worker(tmp_path, dead_pid(), scale=index + 1)
+    write_worker(tmp_path, os.getpid(), scale=1000, gauge=2)  # alive: left alone
+    before = reference(tmp_path)
+    # Dead workers' in-flight gauges are swept; only the live worker's 2 remains.
+    before[("busy", ())] = 2.0
+    after = values(collect_directory(str(tmp_path)))
+    assert after == before
+    names = sorted(p.name for p in tmp_path.glob("*.db"))
+    assert names == sorted([
+        "counter_archive.db", f"counter_{os.getpid()}.db", f"gauge_livesum_{os.getpid()}.db",
+        "histogram_archive.db", f"histogram_{os.getpid()}.db",
+    ])
+    # More dead workers later are added to the archive, again exactly.
+    for index in range(5):
+        write_worker(tmp_path, dead_pid(), scale=0.5 * index)
+    expected = reference(tmp_path)
+    expected[("busy", ())] = 2.0
+    assert values(collect_directory(str(tmp_path))) == expected
+    assert values(collect_directory(str(tmp_path))) == expected  # idempotent
+
+
+def test_dead_workers_in_flight_gauge_is_swept(tmp_path: Path) -> None:
+    gone = dead_pid()
+    write_worker(tmp_path, gone, gauge=3)
+    write_worker(tmp_path, os.getpid(), gauge=1)
+    assert values(collect_directory(str(tmp_path)))[("busy", ())] == 1
+    assert not (tmp_path / f"gauge_livesum_{gone}.db").exists()
+
+
+def test_zombie_counts_as_dead() -> None:
+    proc = subprocess.Popen(["true"])
+    import time
+    deadline = time.monotonic() + 5
+    while multiprocess.is_alive(proc.pid):  # a zombie until reaped below
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.wait()
+    assert not multiprocess.is_alive(proc.pid)
+    assert multiprocess.is_alive(os.getpid())
+
+
+def _scrape_many(directory: str, target: float, out: Any) -> None:
+    """Scrape (and so compact) until the total reaches ``target`` (or a minute passes)."""
+    import time
+
+    totals: list[float] = []
+    deadline = time.monotonic() + 60
+    while (not totals or totals[-1] < target) and time.monotonic() < deadline:
+        found = values(collect_directory(directory))
+        totals.append(found.get(("errors_total", (("route", "/a"),)), 0.0))
+    out.put(totals)
+
+
+def _spawn_dead_workers(directory: str, count: int) -> None:
+    for _ in range(count):
+        # A worker that writes its files (named after its own PID) and exits.
+        proc = multiprocessing.get_context("fork").Process(
+            target=lambda: write_worker(Path(directory), os.getpid()))
+        proc.start()
+        proc.join()
+
+
+def test_compaction_racing_scrapes_never_loses_or_double_counts(tmp_path: Path) -> None:
+    """Workers die (leaving files) while several processes scrape and compact at once:
+    every scrape's total is one of the true totals (never more than what was written,
+    never less than a previous scrape), and the final total is exact."""
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    scrapers = [ctx.Process(target=_scrape_many, args=(str(tmp_path), 3 * 60, results))
+                for _ in range(4)]
+    writer = ctx.Process(target=_spawn_dead_workers, args=(str(tmp_path), 60))
+    writer.start()
+    for proc in scrapers:
+        proc.start()
+    writer.join(60)
+    seen = [results.get(timeout=60) for _ in scrapers]
+    for proc in scrapers:
+        proc.join(10)
+    for totals in seen:
+        assert totals[-1] == 3 * 60
+        assert len(set(totals)) > 3, "the scrapes did not overlap the compactions"
+        assert totals == sorted(totals), "a scrape went backwards"
+        assert all(total % 3 == 0 and total <= 3 * 60 for total in totals)
+    final = values(collect_directory(str(tmp_path)))
+    assert final[("errors_total", (("route", "/a"),))] == 3 * 60
+    # Buckets are written 1, 2, 3 (not cumulative): +Inf is 6 per worker.
+    assert final[("dur_bucket", (("le", "+Inf"), ("route", "/b")))] == 6 * 60
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_interrupted_compaction_rolls_forward(tmp_path: Path, monkeypatch: Any) -> None:
+    for _ in range(3):
+        write_worker(tmp_path, dead_pid())
+    expected = reference(tmp_path)
+    expected[("busy", ())] = 0.0
+    # Die right after the journal is written: new archives complete, nothing replaced
+    # and nothing deleted yet (the compaction calls _recover to carry the journal out).
+    def crash(path: str) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(multiprocess, "_recover", crash)
+    with pytest.raises(SystemExit):
+        multiprocess._compact(str(tmp_path), {
+            "counter": [p.name for p in tmp_path.glob("counter_*.db")],
+            "histogram": [p.name for p in tmp_path.glob("histogram_*.db")],
+        })
+    monkeypatch.undo()
+    assert (tmp_path / JOURNAL_FILE).exists()
+    assert json.loads((tmp_path / JOURNAL_FILE).read_text())["delete"]
+    found = values(collect_directory(str(tmp_path)))
+    found.setdefault(("busy", ()), 0.0)
+    assert found == expected
+    assert not (tmp_path / JOURNAL_FILE).exists()
+
+
+def test_stale_temporary_archive_without_journal_is_ignored(tmp_path: Path) -> None:
+    write_worker(tmp_path, dead_pid())
+    expected = reference(tmp_path)
+    junk = MmapedDict(str(tmp_path / "counter_archive.db.tmp"))
+    junk.write_value(mmap_key("errors", "errors_total", ["route"], ["/a"], "h"), 999, 0.0)
+    junk.close()
+    found = values(collect_directory(str(tmp_path)))
+    found.pop(("busy", ()), None)
+    expected.pop(("busy", ()), None)
+    assert found == expected
+
+
+def test_child_exit_never_raises(tmp_path: Path, monkeypatch: Any) -> None:
+    class Worker:
+        pid = 4242
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    child_exit(None, Worker())  # directory not set
+    child_exit(None, object())  # no pid
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    child_exit(None, Worker())
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    write_worker(tmp_path, 4242, gauge=1)
+    child_exit(None, Worker())
+    assert not (tmp_path / "gauge_livesum_4242.db").exists()
+    assert (tmp_path / "counter_4242.db").exists()  # counters stay: they never go back
+    monkeypatch.setattr(multiprocess, "mark_process_dead", lambda *a: 1 / 0)
+    child_exit(None, Worker())
+
+
+def test_clean_multiproc_dir(tmp_path: Path) -> None:
+    write_worker(tmp_path, 1)
+    (tmp_path / "keep.txt").write_text("not ours")
+    clean_multiproc_dir(str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    clean_multiproc_dir(str(tmp_path / "new"))
+    assert (tmp_path / "new").is_dir()
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    full_env.update(env, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+BUILD = """
+    from asgi_metrics import MetricsMiddleware
+    async def app(scope, receive, send): pass
+    MetricsMiddleware(app)
+    MetricsMiddleware(app)
+    print("built")
+"""
+
+
+def test_directory_set_after_prometheus_client_import_fails_early(tmp_path: Path) -> None:
+    result = run_python(
+        "import os, prometheus_client\n"
+        f"os.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(tmp_path)!r}\n"
+        + textwrap.dedent(BUILD), {})
+    assert result.returncode != 0
+    assert "ConfigurationError" in result.stderr
+    assert "imported before it was set" in result.stderr
+
+
+def test_missing_directory_fails_early(tmp_path: Path) -> None:
+    result = run_python(BUILD, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "nope")})
+    assert result.returncode != 0
+    assert "is not an existing directory" in result.stderr and "mkdir -p" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_directory_fails_early(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        result = run_python(BUILD, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    finally:
+        tmp_path.chmod(0o700)
+    assert result.returncode != 0 and "is not writable" in result.stderr
+
+
+def test_unwritable_directory_fails_early_as_another_user(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("covered by the non-root test")
+    # Under /tmp itself: pytest's own directories are not searchable by other users.
+    directory = tempfile.mkdtemp(prefix="multiproc-")
+    os.chmod(directory, 0o755)
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+         "-c", textwrap.dedent(BUILD)],
+        env={"PROMETHEUS_MULTIPROC_DIR": directory, "PYTHONPATH": str(ROOT),
+             "PATH": os.environ.get("PATH", "")},
+        capture_output=True, text=True, timeout=60, cwd="/",
+    )
+    os.rmdir(directory)
+    if "setpriv" in result.stderr and "built" not in result.stdout and result.returncode == 127:
+        pytest.skip("setpriv unavailable")
+    assert result.returncode != 0, result.stdout
+    assert "is not writable" in result.stderr, result.stderr
+
+
+def test_exemplars_note_is_logged_once(tmp_path: Path) -> None:
+    result = run_python(BUILD, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("exemplars are not supported") == 1
+
+
+def test_detect_workers_heuristics() -> None:
+    assert detect_workers({"GUNICORN_CMD_ARGS": "--workers 4 --bind :80"}) == (
+        4, "GUNICORN_CMD_ARGS='--workers 4 --bind :80'")
+    assert detect_workers({"GUNICORN_CMD_ARGS": "-w 1"}) is None
+    assert multiprocess._workers_flag(["uvicorn", "app:app", "--workers=3"]) == 3
+    assert multiprocess._workers_flag(["gunicorn", "-w4", "app:app"]) == 4
+    assert multiprocess._workers_flag(["gunicorn", "app:app"]) is None
+
+
+@pytest.mark.parametrize("argv", [
+    gunicorn("tests.apps.asgi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker"),
+    uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
+], ids=["gunicorn", "uvicorn"])
+def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:
+    argv = [arg for arg in argv if arg not in ("--config", "python:tests.apps.gunicorn_conf")]
+    with Server(argv) as server:
+        server.metrics()
+        output = server.output()
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in output, output
+    assert "worker processes" in output
