@@ -34,7 +34,9 @@ def _escape_help(text: str) -> str:
 
 
 def _number(value: float) -> str:
-    if value == int(value) and abs(value) < 1e15:
+    # Counts are whole numbers: format them without the float machinery. The range check
+    # comes first so that inf and nan (int() raises on them) take the general path.
+    if -1e15 < value < 1e15 and value == int(value):
         return f"{int(value)}.0"
     return floatToGoString(value)
 

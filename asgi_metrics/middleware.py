@@ -25,10 +25,11 @@ from time import perf_counter
 from typing import Any
 
 from .correlation import current_correlation_id
+from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
 from .correlation_ids import CorrelationIds, new_id
 from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import SpanIds, current_span_ids, current_trace_id, sampled_span
+from .exemplars import SpanIds, current_span_ids, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
 from .settings import ConfigurationError, Settings
@@ -37,8 +38,6 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 
 RouteResolver = Callable[[Scope], "str | None"]
 
-#: The span attribute holding the correlation ID (no semantic convention exists for it).
-CORRELATION_ID_ATTRIBUTE = "correlation.id"
 _ERROR_BODY = b"Internal Server Error"
 _ERROR_START: Message = {
     "type": "http.response.start",
@@ -137,15 +136,38 @@ class MetricsMiddleware:
             await self.metrics_app(scope, receive, send)
             return
         recorder = self.recorder
-        correlation = self._correlation
-        span = sampled_span() if self._span_at_start else None
         id_header: tuple[bytes, bytes] | None = None
         token = None
-        if correlation is not None:
-            cid = self._correlation_id(scope, correlation, span)
-            token = current_correlation_id.set(cid)
-            id_header = (correlation.header_bytes, cid.encode("ascii"))
-        if not isinstance(path, str) or not recorder.counts(path):
+        exchange = None
+        try:
+            correlation = self._correlation
+            span = sampled_span() if self._span_at_start else None
+            if correlation is not None:
+                cid = self._correlation_id(scope, correlation, span)
+                token = current_correlation_id.set(cid)
+                id_header = (correlation.header_bytes, cid.encode("ascii"))
+            if isinstance(path, str) and recorder.counts(path):
+                start = perf_counter()
+                raw_method = scope.get("method")
+                # ``in`` raises for an unhashable method: caught below.
+                method: str = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
+                scheme = scope.get("scheme") or "http"
+                exchange = _Exchange(
+                    self, scope, receive, send, method, start, recorder.start(method, scheme)
+                )
+                exchange.scheme = scheme
+                if span is not None:
+                    context = span.get_span_context()
+                    exchange.span_ids = (context.trace_id, context.span_id)
+                exchange.id_header = id_header
+        except Exception as exc:
+            # Fail open: a request we cannot even start measuring is served as if we were
+            # not there (unmeasured, no correlation header).
+            recorder.failures.report("reading the request", exc)
+            _reset(token)
+            await self.app(scope, receive, send)
+            return
+        if exchange is None:
             if id_header is None:
                 await self.app(scope, receive, send)
             else:
@@ -153,19 +175,6 @@ class MetricsMiddleware:
                 _reset(token)
             return
 
-        start = perf_counter()
-        method = scope.get("method")
-        if method not in KNOWN_METHODS:
-            method = OTHER_METHOD
-        scheme = scope.get("scheme") or "http"
-        exchange = _Exchange(
-            self, scope, receive, send, method, start, recorder.start(method, scheme)
-        )
-        exchange.scheme = scheme
-        if span is not None:
-            context = span.get_span_context()
-            exchange.span_ids = (context.trace_id, context.span_id)
-        exchange.id_header = id_header
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except asyncio.CancelledError:
@@ -204,24 +213,18 @@ class MetricsMiddleware:
                 raw = value
                 break
         if span is None:
-            # The common cases in one step: a valid incoming ID, or none and no span.
+            # The common cases checked on the bytes, before decoding (the rest is the
+            # shared decision in CorrelationIds.for_request).
             if raw is None:
                 if not correlation.use_trace_id:
                     return new_id()
             elif correlation.plain_check_bytes is not None and correlation.plain_check_bytes(raw):
                 return bytes(raw).decode("ascii")
         incoming = None if raw is None else bytes(raw).decode("latin-1")
-        trace_id = None
-        if correlation.use_trace_id and (incoming is None or not correlation.valid(incoming)):
-            trace_id = current_trace_id()
         client = scope.get("client")
-        cid = correlation.choose(incoming, client[0] if client else None, trace_id)
-        if span is not None:
-            try:
-                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
-            except Exception as exc:
-                self.recorder.failures.report("setting the correlation ID span attribute", exc)
-        return cid
+        return correlation.for_request(
+            incoming, client[0] if client else None, span, self.recorder.failures
+        )
 
     async def _uncounted(
         self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
@@ -306,7 +309,11 @@ class _Exchange:
         if kind == "http.request":
             body = message.get("body")
             if body:
-                self.request_size += len(body)
+                # A body without a length is the server's to reject, not ours.
+                try:  # noqa: SIM105 (per body message: suppress() costs more)
+                    self.request_size += len(body)
+                except TypeError:
+                    pass
         elif kind == "http.disconnect":
             self.disconnected = True
         return message
@@ -318,7 +325,11 @@ class _Exchange:
         if kind == "http.response.body":
             body = message.get("body")
             if body:
-                self.response_size += len(body)
+                # A body without a length is the server's to reject, not ours.
+                try:  # noqa: SIM105 (per body message: suppress() costs more)
+                    self.response_size += len(body)
+                except TypeError:
+                    pass
             if not message.get("more_body") and not self.trailers and not self.done:
                 self.finish(self.status)
         elif kind == "http.response.start":
@@ -358,7 +369,10 @@ class _Exchange:
             # now: an OpenTelemetry middleware's span, outside us or inside.
             exemplar = self.span_ids
             if exemplar is None:
-                exemplar = current_span_ids()
+                try:
+                    exemplar = current_span_ids()
+                except Exception as failure:
+                    recorder.failures.report("exemplar lookup", failure)
         recorder.finish(
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,

@@ -7,14 +7,16 @@ when its response is complete. Nothing here knows about any framework.
 
 from __future__ import annotations
 
+import contextlib
 from time import time
 
 from . import otel_metrics
 from .collector import StoreCollector, register
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds
-from .failures import FailureLog
+from .failures import FailureLog, logger
 from .labels import OTHER_STATUS, method_label, status_labels
+from .metrics_auth import MetricsAuth
 from .multiprocess import (
     check_directory,
     multiproc_dir,
@@ -22,10 +24,10 @@ from .multiprocess import (
     warn_if_several_workers,
 )
 from .multiprocess_store import MultiprocessStore
-from .naming import metric_names
+from .naming import Family, metric_names
 from .scrape import Exposition
 from .settings import Settings
-from .store import RequestStore
+from .store import OVERFLOW, RequestStore
 
 
 class Recorder:
@@ -44,15 +46,23 @@ class Recorder:
         self.store: RequestStore | MultiprocessStore
         if self.multiprocess_dir is not None:
             check_directory(self.multiprocess_dir)
+            # Not capped by max_label_sets yet (see docs/security.md).
             self.store = MultiprocessStore(
                 self.names, settings.const_labels, settings.buckets, settings.size_buckets
             )
         else:
             warn_if_several_workers()
-            self.store = RequestStore(settings.buckets, settings.size_buckets)
+            self.store = RequestStore(
+                settings.buckets, settings.size_buckets, settings.max_label_sets,
+                on_overflow=self._overflowed,
+            )
         self.collector = StoreCollector(self.store, self.names, settings.const_labels)
         register(settings.target_registry, self.collector)
-        self.exposition = Exposition(settings.target_registry, self.collector)
+        self.exposition = Exposition(
+            settings.target_registry, self.collector,
+            auth=MetricsAuth.from_settings(settings),
+            max_concurrent_scrapes=settings.max_concurrent_scrapes,
+        )
         self.failures = FailureLog()
         self._status_labels = status_labels(settings.group_status)
         self._excluded = settings.exclude_paths
@@ -73,6 +83,28 @@ class Recorder:
             self.wants_exemplars = False
         #: The OpenTelemetry metrics bridge, when configured.
         self.otel = otel_metrics.build(settings)
+
+    def _overflowed(self, table: str) -> None:
+        # Called once per table by the store, the first time a label set is refused.
+        names = self.names
+        families: dict[str, list[Family | None]] = {
+            "requests": [names.requests, names.duration],
+            "exceptions": [names.exceptions],
+            "ttfb": [names.time_to_first_byte],
+            "request_size": [names.request_size],
+            "response_size": [names.response_size],
+        }
+        shown = ", ".join(
+            family.name for family in families.get(table, []) if family is not None
+        ) or table
+        # A broken logging set-up must not break a request.
+        with contextlib.suppress(Exception):
+            logger.warning(
+                "HTTP metrics: %s reached max_label_sets=%d distinct label sets; further new"
+                " label sets are counted in the series labelled %r. Check for a route"
+                " resolver or label returning raw values, or raise max_label_sets.",
+                shown, self.settings.max_label_sets, OVERFLOW,
+            )
 
     def counts(self, path: str) -> bool:
         """Whether requests to ``path`` are counted (not excluded by the settings)."""

@@ -7,7 +7,9 @@ Shared by the ASGI endpoint and the WSGI adapters, which only translate the requ
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
@@ -18,6 +20,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from .collector import StoreCollector, iter_registered, others_only
 from .exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from .metrics_auth import MetricsAuth
 from .multiprocess import (
     DirectoryCollector,
     MultiProcessCollector,
@@ -25,8 +28,11 @@ from .multiprocess import (
     collect_directory,
     multiproc_dir,
 )
+from .settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 
 Headers = list[tuple[str, str]]
+#: (status, headers, body) of an answer to a scrape.
+Answer = tuple[int, Headers, bytes]
 #: gzip level for scrapes: level 1 is several times faster than 9 and the output is
 #: still about 10x smaller than plain text.
 GZIP_LEVEL = 1
@@ -74,24 +80,73 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class ScrapeRequest:
+    """What an allowed scrape asks for: the format and whether to gzip it."""
+
+    openmetrics: bool
+    gzip: bool
+
+
+class _Flight:
+    """One rendering in progress, shared by every scrape that asks for the same thing."""
+
+    __slots__ = ("body", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.body = b""
+        self.error: BaseException | None = None
+
+
+def _plain(status: int, text: str, extra: Headers | None = None) -> Answer:
+    body = text.encode("utf-8")
+    return status, [
+        *(extra or []),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))),
+    ], body
+
+
 class Exposition:
-    """Renders a registry's metrics, our stores through the fast renderer.
+    """Renders a registry's metrics, our stores through the fast renderer, and answers
+    scrapes: access control, format negotiation, compression, and a bound on concurrent
+    scrapes.
 
     With ``own`` given (a middleware's endpoint), that store is shown and every other
     store of ours in the registry is left out; without it (a standalone endpoint), every
     store currently registered is shown.
 
+    At most ``max_concurrent_scrapes`` scrapes are answered at once; more get 503 with
+    ``Retry-After``. Scrapes that ask for the same format at the same time share one
+    rendering, so a scrape storm costs one rendering, not one per request.
+
     In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set when this is built) the
     directory is shown instead, summed over every worker, followed by the registry's other
-    collectors (see :meth:`_render_multiprocess`).
+    collectors (see :meth:`_render_multiprocess`). Every adapter (ASGI endpoint, WSGI,
+    Django, the separate listener) renders through :meth:`render`, so all of them do this.
     """
 
-    def __init__(self, registry: CollectorRegistry, own: StoreCollector | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        own: StoreCollector | None = None,
+        *,
+        auth: MetricsAuth | None = None,
+        max_concurrent_scrapes: int = DEFAULT_MAX_CONCURRENT_SCRAPES,
+    ) -> None:
         self.registry = registry
         self.own = own
+        self.auth = MetricsAuth() if auth is None else auth
+        self.max_concurrent_scrapes = max_concurrent_scrapes
+        self._lock = threading.Lock()  # guards the two below; never held while rendering
+        self._active = 0
+        self._flights: dict[ScrapeRequest, _Flight] = {}
         self.multiprocess_dir = multiproc_dir()
 
     def render(self, openmetrics: bool) -> bytes:
+        """The exposition body, uncompressed (the one place every adapter renders)."""
         if self.multiprocess_dir is not None:
             return self._render_multiprocess(openmetrics)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
@@ -149,30 +204,107 @@ class Exposition:
         generate = generate_openmetrics if openmetrics else generate_text
         return generate(View())  # generate_latest only calls .collect()
 
+    def body(self, request: ScrapeRequest) -> bytes:
+        """Render (and compress, if asked) one answer's body. No sharing: see
+        :meth:`shared_body`."""
+        body = self.render(request.openmetrics)
+        if request.gzip:
+            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        return body
+
+    def prepare(
+        self,
+        method: str,
+        accept: str | None,
+        accept_encoding: str | None,
+        authorization: str | None = None,
+    ) -> Answer | ScrapeRequest:
+        """The cheap checks, in order: method (405), credentials (401). Returns the final
+        answer when one of them fails, else what to render."""
+        if method not in ("GET", "HEAD"):
+            return _plain(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
+        if not self.auth.allows(authorization):
+            return _plain(401, "Unauthorized", self.auth.challenge())
+        return ScrapeRequest(wants_openmetrics(accept), accepts_gzip(accept_encoding))
+
+    def admit(self) -> bool:
+        """Take one of the ``max_concurrent_scrapes`` slots; False when none is free (answer
+        :meth:`busy`). Pair every True with :meth:`release`."""
+        with self._lock:
+            if self._active >= self.max_concurrent_scrapes:
+                return False
+            self._active += 1
+            return True
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`admit`."""
+        with self._lock:
+            self._active -= 1
+
+    @staticmethod
+    def busy() -> Answer:
+        """The answer when too many scrapes are in progress."""
+        return _plain(503, "Too many concurrent scrapes", [("Retry-After", "1")])
+
+    def shared_body(self, request: ScrapeRequest) -> bytes:
+        """:meth:`body`, shared between threads: while one thread renders ``request``, other
+        threads asking for the same wait for its result instead of rendering again."""
+        with self._lock:
+            flight = self._flights.get(request)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[request] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.error is not None:
+                raise RuntimeError("the shared metrics rendering failed") from flight.error
+            return flight.body
+        try:
+            flight.body = self.body(request)
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            # Later scrapes render afresh: sharing is only among scrapes that overlap.
+            with self._lock:
+                del self._flights[request]
+            flight.done.set()
+        return flight.body
+
+    @staticmethod
+    def answer(request: ScrapeRequest, body: bytes) -> Answer:
+        """Status and headers for a rendered body."""
+        headers = [
+            ("Content-Type",
+             OPENMETRICS_CONTENT_TYPE if request.openmetrics else TEXT_CONTENT_TYPE),
+            ("Vary", "Accept, Accept-Encoding"),
+            ("Cache-Control", "no-store"),
+        ]
+        if request.gzip:
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        return 200, headers, body
+
     def respond(
-        self, method: str, accept: str | None, accept_encoding: str | None
-    ) -> tuple[int, Headers, bytes]:
-        """Status, headers and body for a request to the metrics endpoint.
+        self,
+        method: str,
+        accept: str | None,
+        accept_encoding: str | None,
+        authorization: str | None = None,
+    ) -> Answer:
+        """Status, headers and body for a request to the metrics endpoint, for threaded
+        servers (WSGI, the separate listener). Blocks while rendering.
 
         The body is returned for HEAD too (its length is the Content-Length); the adapter
         leaves it out.
         """
-        if method not in ("GET", "HEAD"):
-            body = b"Method Not Allowed"
-            return 405, [
-                ("Allow", "GET, HEAD"),
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-            ], body
-        openmetrics = wants_openmetrics(accept)
-        body = self.render(openmetrics)
-        headers = [
-            ("Content-Type", OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE),
-            ("Vary", "Accept, Accept-Encoding"),
-            ("Cache-Control", "no-store"),
-        ]
-        if accepts_gzip(accept_encoding):
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-            headers.append(("Content-Encoding", "gzip"))
-        headers.append(("Content-Length", str(len(body))))
-        return 200, headers, body
+        request = self.prepare(method, accept, accept_encoding, authorization)
+        if not isinstance(request, ScrapeRequest):
+            return request
+        if not self.admit():
+            return self.busy()
+        try:
+            body = self.shared_body(request)
+        finally:
+            self.release()
+        return self.answer(request, body)

@@ -26,6 +26,11 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 #: Body size buckets, in bytes (100 B to 100 MB, by factors of 10).
 DEFAULT_SIZE_BUCKETS: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
 
+#: Default for ``max_label_sets``: far above what a real app's routes x methods x statuses
+#: produce, far below what hurts a Prometheus server.
+DEFAULT_MAX_LABEL_SETS = 2000
+DEFAULT_MAX_CONCURRENT_SCRAPES = 4
+
 ENV_PREFIX = "HTTP_METRICS_"
 NAMING_PRESETS = ("default", "otel")
 
@@ -77,6 +82,19 @@ class Settings:
     time_to_first_byte: bool = False
     #: Bucket bounds for the body size histograms, bytes.
     size_buckets: tuple[float, ...] = DEFAULT_SIZE_BUCKETS
+    #: The most distinct label sets one metric family may hold. Past it, new label sets
+    #: are counted in one overflow series (every label ``__overflow__``), so a family
+    #: never has more than this many series whatever the traffic.
+    max_label_sets: int = DEFAULT_MAX_LABEL_SETS
+    #: Scrapes of ``/metrics`` answered at once; more get 503 with ``Retry-After``.
+    #: Concurrent scrapes of the same format share one rendering.
+    max_concurrent_scrapes: int = DEFAULT_MAX_CONCURRENT_SCRAPES
+    #: When set, ``/metrics`` requires ``Authorization: Bearer <token>``. Never shown in
+    #: reprs, logs or error messages.
+    metrics_bearer_token: str | None = field(default=None, repr=False)
+    #: When set, ``/metrics`` requires HTTP basic auth with this ``(user, password)``.
+    #: The environment variable takes ``user:password``. Never shown anywhere.
+    metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     #: Take (or make) a correlation ID per request, expose it to the app and logs and echo
     #: it on the response.
     correlation_id: bool = False
@@ -179,6 +197,17 @@ def _from_env(name: str, raw: str) -> Any:
         return labels
     if name == "metrics_path" and raw.lower() in ("", "none", "off"):
         return None
+    if name in ("max_label_sets", "max_concurrent_scrapes"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(f"expected a whole number, got {raw!r}") from None
+    if name == "metrics_basic_auth":
+        # Never echo the value: it is a secret.
+        user, sep, password = raw.partition(":")
+        if not sep:
+            raise ConfigurationError("expected user:password (value not shown)")
+        return (user, password)
     return raw
 
 
@@ -277,6 +306,34 @@ def _const_labels(value: Any) -> dict[str, str]:
     return labels
 
 
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"expected a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _max_label_sets(value: Any) -> int:
+    # One slot is kept for the overflow series, so at least one real label set fits.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ConfigurationError(f"expected a whole number of at least 2, got {value!r}")
+    return value
+
+
+def _bearer_token(value: Any) -> str | None:
+    # Messages describe the value's type, never the value: it is a secret.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"expected a string, got a {type(value).__name__}")
+    if not value.strip():
+        raise ConfigurationError("expected a non-empty token")
+    if value != value.strip() or not value.isascii() or not value.isprintable():
+        raise ConfigurationError(
+            "the token must be printable ASCII without surrounding spaces (value not shown)"
+        )
+    return value
+
+
 def _correlation_header(value: Any) -> str:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigurationError(f"expected an HTTP header name like 'X-Request-ID', got {value!r}")
@@ -316,6 +373,28 @@ def _meter_provider(value: Any) -> Any:
     return value
 
 
+def _basic_auth(value: Any) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        user, sep, password = value.partition(":")
+        if not sep:
+            raise ConfigurationError("expected (user, password) or 'user:password'")
+        value = (user, password)
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(part, str) for part in value)
+    ):
+        raise ConfigurationError("expected (user, password), two strings (value not shown)")
+    user, password = value
+    if not user or not password:
+        raise ConfigurationError("user and password must both be non-empty")
+    if ":" in user:
+        raise ConfigurationError("the user name cannot contain ':' (RFC 7617)")
+    return (user, password)
+
+
 #: Settings that hold Python objects and so have no environment variable.
 _OBJECT_SETTINGS = frozenset({"registry", "correlation_id_validator", "meter_provider"})
 _BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte",
@@ -334,6 +413,10 @@ _CHECKS: dict[str, Any] = {
     "response_size": _bool,
     "time_to_first_byte": _bool,
     "size_buckets": _buckets,
+    "max_label_sets": _max_label_sets,
+    "max_concurrent_scrapes": _positive_int,
+    "metrics_bearer_token": _bearer_token,
+    "metrics_basic_auth": _basic_auth,
     "correlation_id": _bool,
     "correlation_header": _correlation_header,
     "correlation_id_validator": _validator,

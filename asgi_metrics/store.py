@@ -9,13 +9,19 @@ start a thread per request do not grow the store.
 A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-bucket counts
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
 counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
+
+Cardinality is capped per table (one table per metric family, the request counter and the
+duration histogram sharing theirs): a key a shard has not seen yet takes the slow path,
+which asks the store-wide admission set under a lock. Past ``max_label_sets`` distinct keys
+a new key is recorded under :data:`OVERFLOW_KEY` instead, so no traffic can make a family
+hold more than ``max_label_sets`` series. Keys already present never reach the lock.
 """
 
 from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +31,12 @@ Series = list[float]
 Exemplar = tuple[int, int, float, float]
 #: One slot per duration bucket (the last one ``+Inf``); ``None`` until one is seen.
 ExemplarSlots = list["Exemplar | None"]
+
+#: The label value of the one series that counts everything past the cap.
+OVERFLOW = "__overflow__"
+OVERFLOW_KEY: Key = (OVERFLOW, OVERFLOW, OVERFLOW)
+#: Tables with a cap, named as the :class:`_Shard` attributes.
+CAPPED_TABLES = ("requests", "exceptions", "ttfb", "request_size", "response_size")
 
 
 class _Shard:
@@ -64,7 +76,13 @@ class RequestStore:
     ``buckets`` and ``size_buckets`` are the finite bucket bounds (``+Inf`` is implied).
     """
 
-    def __init__(self, buckets: tuple[float, ...], size_buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        buckets: tuple[float, ...],
+        size_buckets: tuple[float, ...],
+        max_label_sets: int = 2000,
+        on_overflow: Callable[[str], None] | None = None,
+    ) -> None:
         self.buckets = buckets
         self.size_buckets = size_buckets
         self._width = len(buckets) + 2
@@ -73,6 +91,38 @@ class RequestStore:
         self._lock = threading.Lock()  # guards the shard list, never the request path
         self._shards: list[_Shard] = []
         self._retired = _Shard(None)
+        # Store-wide admitted keys per table, for the cap. Read and written only on the slow
+        # path (a key new to the calling thread's shard), under _admit_lock.
+        self.max_label_sets = max_label_sets
+        self._on_overflow = on_overflow
+        self._admit_lock = threading.Lock()
+        self._admitted: dict[str, set[Key]] = {name: set() for name in CAPPED_TABLES}
+        self._overflowed: set[str] = set()
+
+    def _admit(self, table: str, key: Key) -> Key:
+        """The key to record under: ``key`` itself, or :data:`OVERFLOW_KEY` past the cap.
+
+        Only called when ``key`` is new to the calling thread's shard. The last slot of the
+        cap is kept for the overflow key, so a table never exceeds ``max_label_sets``.
+        """
+        with self._admit_lock:
+            admitted = self._admitted[table]
+            if key in admitted:
+                return key
+            if len(admitted) < self.max_label_sets - 1:
+                admitted.add(key)
+                return key
+            admitted.add(OVERFLOW_KEY)
+            first = table not in self._overflowed
+            self._overflowed.add(table)
+        if first and self._on_overflow is not None:
+            self._on_overflow(table)
+        return OVERFLOW_KEY
+
+    def label_set_count(self, table: str) -> int:
+        """How many distinct keys ``table`` holds across all shards (tests, diagnostics)."""
+        with self._admit_lock:
+            return len(self._admitted[table])
 
     def _shard(self) -> _Shard:
         try:
@@ -121,8 +171,11 @@ class RequestStore:
                 in_flight[ended] = -1
         requests = shard.requests
         series = requests.get(key)
-        if series is None:
-            series = requests[key] = [0.0] * self._width
+        if series is None:  # the slow path: new to this shard, maybe new to the store
+            key = self._admit("requests", key)
+            series = requests.get(key)
+            if series is None:
+                series = requests[key] = [0.0] * self._width
         series[0] += duration
         series[bisect_left(self.buckets, duration) + 1] += 1
 
@@ -130,10 +183,15 @@ class RequestStore:
         self, key: Key, duration: float, trace_id: int, span_id: int, timestamp: float
     ) -> None:
         """Keep the exemplar of the request :meth:`observe` just counted under ``key``."""
-        exemplars = self._shard().exemplars
+        shard = self._shard()
+        exemplars = shard.exemplars
         slots = exemplars.get(key)
         if slots is None:
-            slots = exemplars[key] = [None] * (self._width - 1)
+            if key not in shard.requests:  # observe() folded it into the overflow series
+                key = OVERFLOW_KEY
+                slots = exemplars.get(key)
+            if slots is None:
+                slots = exemplars[key] = [None] * (self._width - 1)
         slots[bisect_left(self.buckets, duration)] = (trace_id, span_id, duration, timestamp)
 
     def observe_extra(
@@ -146,28 +204,40 @@ class RequestStore:
         """Record the optional histograms (each ``None`` when that one is off)."""
         shard = self._shard()
         if ttfb is not None:
-            self._add(shard.ttfb, key, ttfb, self.buckets, self._width)
+            self._add("ttfb", shard.ttfb, key, ttfb, self.buckets, self._width)
         if request_size is not None:
-            self._add(shard.request_size, key, request_size, self.size_buckets,
-                      self._size_width)
+            self._add("request_size", shard.request_size, key, request_size,
+                      self.size_buckets, self._size_width)
         if response_size is not None:
-            self._add(shard.response_size, key, response_size, self.size_buckets,
-                      self._size_width)
+            self._add("response_size", shard.response_size, key, response_size,
+                      self.size_buckets, self._size_width)
 
-    @staticmethod
     def _add(
-        table: dict[Key, Series], key: Key, value: float, bounds: tuple[float, ...], width: int
+        self,
+        name: str,
+        table: dict[Key, Series],
+        key: Key,
+        value: float,
+        bounds: tuple[float, ...],
+        width: int,
     ) -> None:
         series = table.get(key)
         if series is None:
-            series = table[key] = [0.0] * width
+            key = self._admit(name, key)
+            series = table.get(key)
+            if series is None:
+                series = table[key] = [0.0] * width
         series[0] += value
         series[bisect_left(bounds, value) + 1] += 1
 
     def count_exception(self, key: Key) -> None:
         """Count one exception under ``key`` = (method, route, exception type)."""
         exceptions = self._shard().exceptions
-        exceptions[key] = exceptions.get(key, 0) + 1
+        try:
+            exceptions[key] += 1
+        except KeyError:
+            key = self._admit("exceptions", key)
+            exceptions[key] = exceptions.get(key, 0) + 1
 
     def snapshot(self) -> Snapshot:
         """Sum every shard. Safe while other threads keep recording."""

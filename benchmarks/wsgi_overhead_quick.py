@@ -4,6 +4,8 @@ Calls each app the way a WSGI server does (environ, start_response, iterate, clo
 no network, so the difference is the middleware's own cost per request. Bare and
 instrumented apps run interleaved in many short rounds (so machine noise hits both alike);
 reported are the medians of the rounds and the median of the per-round differences.
+The ``flask+cid`` lines compare the middleware without and with ``correlation_id=True``
+(a generated ID, then a valid incoming ``X-Request-ID``).
 
     python benchmarks/wsgi_overhead_quick.py [requests per round] [rounds]
 """
@@ -28,8 +30,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 App = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
-def environ(path: str) -> dict[str, Any]:
-    return {
+def environ(path: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**(extra or {}),
         "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path, "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
         "HTTP_HOST": "127.0.0.1", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
@@ -42,10 +44,10 @@ def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = 
     return None
 
 
-def per_request_us(app: App, path: str, n: int) -> float:
+def per_request_us(app: App, path: str, n: int, extra: dict[str, Any] | None = None) -> float:
     begin = perf_counter()
     for _ in range(n):
-        result = app(environ(path), start_response)
+        result = app(environ(path, extra), start_response)
         for _chunk in result:
             pass
         close = getattr(result, "close", None)
@@ -54,24 +56,27 @@ def per_request_us(app: App, path: str, n: int) -> float:
     return (perf_counter() - begin) / n * 1e6
 
 
-def compare(name: str, bare: App, wrapped: App, path: str, n: int, rounds: int) -> None:
-    per_request_us(bare, path, n // 10)  # warm up both
-    per_request_us(wrapped, path, n // 10)
+def compare(
+    name: str, bare: App, wrapped: App, path: str, n: int, rounds: int,
+    extra: dict[str, Any] | None = None, labels: tuple[str, str] = ("bare", "with metrics"),
+) -> None:
+    per_request_us(bare, path, n // 10, extra)  # warm up both
+    per_request_us(wrapped, path, n // 10, extra)
     bare_runs, wrapped_runs, diffs = [], [], []
     for index in range(rounds):
         # Alternate which goes first, so neither always gets the warmer caches.
         if index % 2:
-            w = per_request_us(wrapped, path, n)
-            b = per_request_us(bare, path, n)
+            w = per_request_us(wrapped, path, n, extra)
+            b = per_request_us(bare, path, n, extra)
         else:
-            b = per_request_us(bare, path, n)
-            w = per_request_us(wrapped, path, n)
+            b = per_request_us(bare, path, n, extra)
+            w = per_request_us(wrapped, path, n, extra)
         bare_runs.append(b)
         wrapped_runs.append(w)
         diffs.append(w - b)
     b, w, d = (statistics.median(x) for x in (bare_runs, wrapped_runs, diffs))
-    print(f"{name:8s} N={n} x {rounds} rounds: bare {b:7.1f} us  with metrics {w:7.1f} us  "
-          f"overhead {d:5.1f} us/request ({d / b * 100:4.1f}%)")
+    print(f"{name:14s} N={n} x {rounds} rounds: {labels[0]} {b:7.1f} us  "
+          f"{labels[1]} {w:7.1f} us  overhead {d:5.1f} us/request ({d / b * 100:4.1f}%)")
 
 
 def plain_apps() -> tuple[App, App]:
@@ -105,6 +110,25 @@ def flask_apps() -> tuple[App, App]:
     return bare, wrapped
 
 
+def flask_correlation_apps() -> tuple[App, App]:
+    """The same Flask app behind the middleware without and with correlation IDs."""
+    from flask import Flask
+
+    from wsgi_metrics import MetricsMiddleware
+
+    def build(**options: Any) -> Any:
+        app = Flask("bench")
+
+        @app.get("/users/<int:user_id>")
+        def user(user_id: int) -> str:
+            return "ok"
+
+        app.wsgi_app = MetricsMiddleware(app.wsgi_app, registry=CollectorRegistry(), **options)
+        return app
+
+    return build(), build(correlation_id=True)
+
+
 def django_apps() -> tuple[App, App]:
     import django
     from django.conf import settings
@@ -125,6 +149,10 @@ def main() -> None:
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 41
     compare("plain", *plain_apps(), "/hello", n * 5, rounds)
     compare("flask", *flask_apps(), "/users/7", n, rounds)
+    labels = ("metrics", "metrics+cid")
+    compare("flask+cid new", *flask_correlation_apps(), "/users/7", n, rounds, labels=labels)
+    compare("flask+cid given", *flask_correlation_apps(), "/users/7", n, rounds,
+            {"HTTP_X_REQUEST_ID": "req-1234567890abcdef"}, labels)
     compare("django", *django_apps(), "/api/items/7/", n, rounds)
 
 

@@ -3,10 +3,14 @@
 ``app.wsgi_app = MetricsMiddleware(app.wsgi_app)`` (Flask) or
 ``application = MetricsMiddleware(application)`` (any WSGI app), then scrape ``/metrics``.
 Django: put ``"wsgi_metrics.django.MetricsMiddleware"`` first in ``MIDDLEWARE``.
-The metrics, labels and settings are :mod:`asgi_metrics`'s.
+The metrics, labels and settings are :mod:`asgi_metrics`'s, and so are the correlation ID
+helpers re-exported here (one ContextVar for both: :func:`get_correlation_id` reads the ID
+whichever middleware set it).
 """
 
+from asgi_metrics.correlation import get_correlation_id
 from asgi_metrics.labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
+from asgi_metrics.log_filter import CorrelationIdFilter
 from asgi_metrics.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
 
 from .middleware import EXCEPTION_KEY, MetricsMiddleware
@@ -19,6 +23,8 @@ __all__ = [
     "OTHER_STATUS",
     "UNMATCHED_ROUTE",
     "ConfigurationError",
+    "CorrelationIdFilter",
     "MetricsMiddleware",
     "Settings",
+    "get_correlation_id",
 ]

@@ -10,6 +10,12 @@ Django turns into responses (``Http404`` -> 404, ``PermissionDenied`` -> 403, ..
 counted by their status. Unhandled ones (Django's 500) are counted once in the exceptions
 counter too: Django announces them with its ``got_request_exception`` signal, which is
 sent exactly for exceptions nothing handled, whichever middleware or view raised them.
+
+With ``correlation_id=True`` the ID is set (:func:`~asgi_metrics.get_correlation_id`) before
+the rest of the chain runs and put on the response as it passes back, Django's own 404 and
+500 responses included (Django turns exceptions into responses inside the chain). It is
+reset when the response is handed back, or, for a streaming response, when the server
+closes it, so the generator sees it while it is consumed.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import Token
 from time import perf_counter
 from typing import Any
 
@@ -26,6 +33,10 @@ from django.conf import settings as django_settings  # type: ignore[import-untyp
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
+from asgi_metrics.correlation import current_correlation_id
+from asgi_metrics.correlation_ids import CorrelationIds
+from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
 from asgi_metrics.recorder import Recorder
 from asgi_metrics.settings import ConfigurationError, Settings
@@ -89,6 +100,30 @@ def _remember_exception(sender: object, request: HttpRequest | None = None, **ex
 got_request_exception.connect(_remember_exception, dispatch_uid="wsgi_metrics.django")
 
 
+def _reset(token: Token[str | None] | None) -> None:
+    if token is not None:
+        # try/except rather than contextlib.suppress: per request, and cheaper.
+        try:  # noqa: SIM105
+            current_correlation_id.reset(token)
+        except ValueError:
+            # Django's ASGI handler closes a streaming response through sync_to_async, in a
+            # copied context; the request's task (and with it the ID) ends right after.
+            pass
+
+
+class _Pending:
+    """One counted request in progress (what ``_finish`` needs besides the request)."""
+
+    __slots__ = ("in_flight", "method", "scheme", "span_ids", "start")
+
+    def __init__(self, method: str, scheme: str, in_flight: bool, start: float) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.in_flight = in_flight
+        self.start = start
+        self.span_ids: SpanIds | None = None
+
+
 class MetricsMiddleware:
     """Counts and times every request Django serves, and serves ``/metrics``.
 
@@ -103,7 +138,14 @@ class MetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         self.recorder = recorder()
-        self._metrics_path = self.recorder.settings.metrics_path
+        settings = self.recorder.settings
+        self._metrics_path = settings.metrics_path
+        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        self._header = settings.correlation_header
+        self._exemplars = self.recorder.wants_exemplars
+        # As in the ASGI middleware: the span is read at the start only for the correlation
+        # ID; exemplars otherwise read it when the response passes back through us.
+        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
         self._async = iscoroutinefunction(get_response)
         if self._async:
             # Django looks at this to call us natively in async mode, without adapting.
@@ -115,17 +157,18 @@ class MetricsMiddleware:
         path = request.path_info
         if path == self._metrics_path:
             return self._metrics_response(request)
-        if not self.recorder.counts(path):
+        counted = self.recorder.counts(path)
+        if not counted and self._correlation is None:
             return self.get_response(request)
-        start = perf_counter()
-        method = method_label(request.method)
-        in_flight = self.recorder.start(method)
+        pending, token, cid = self._begin(request, counted)
         try:
             response = self.get_response(request)
         except BaseException as exc:  # DEBUG_PROPAGATE_EXCEPTIONS, or a server-level error
-            self._finish(request, method, 500, start, in_flight, exc)
+            if pending is not None:
+                self._finish(request, pending, 500, exc)
+            _reset(token)
             raise
-        self._response(request, response, method, start, in_flight)
+        self._response(request, response, pending, token, cid)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
@@ -136,59 +179,115 @@ class MetricsMiddleware:
             # Rendering a large registry must not stall the event loop.
             return await loop.run_in_executor(None, self._metrics_response, request)
         get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
-        if not self.recorder.counts(path):
+        counted = self.recorder.counts(path)
+        if not counted and self._correlation is None:
             return await get_response(request)
-        start = perf_counter()
-        method = method_label(request.method)
-        in_flight = self.recorder.start(method)
+        pending, token, cid = self._begin(request, counted)
         try:
             response = await get_response(request)
         except BaseException as exc:
-            cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
-            status = CLIENT_CLOSED_STATUS if cancelled else 500
-            self._finish(request, method, status, start, in_flight, exc)
+            if pending is not None:
+                cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
+                status = CLIENT_CLOSED_STATUS if cancelled else 500
+                self._finish(request, pending, status, exc)
+            _reset(token)
             raise
-        self._response(request, response, method, start, in_flight)
+        self._response(request, response, pending, token, cid)
         return response
 
+    def _begin(
+        self, request: HttpRequest, counted: bool
+    ) -> tuple[_Pending | None, Token[str | None] | None, str | None]:
+        """Start a request: counted in flight (if ``counted``), its correlation ID set."""
+        pending = None
+        if counted:
+            method = method_label(request.method)
+            # request.scheme reads settings (SECURE_PROXY_SSL_HEADER): only when used.
+            scheme = request.scheme if self.recorder.otel is not None else "http"
+            pending = _Pending(
+                method, scheme, self.recorder.start(method, scheme), perf_counter()
+            )
+        correlation = self._correlation
+        if correlation is None:
+            return pending, None, None
+        span = sampled_span() if self._span_at_start else None
+        if span is not None and pending is not None:
+            context = span.get_span_context()
+            pending.span_ids = (context.trace_id, context.span_id)
+        meta = request.META
+        incoming = meta.get(correlation.environ_key)
+        cid = correlation.for_request(
+            incoming if isinstance(incoming, str) else None,
+            meta.get("REMOTE_ADDR"),
+            span,
+            self.recorder.failures,
+        )
+        return pending, current_correlation_id.set(cid), cid
+
     def _response(
-        self, request: HttpRequest, response: Any, method: str, start: float, in_flight: bool
+        self,
+        request: HttpRequest,
+        response: Any,
+        pending: _Pending | None,
+        token: Token[str | None] | None,
+        cid: str | None,
     ) -> None:
+        if cid is not None:
+            try:
+                if not response.has_header(self._header):  # the app's own value wins
+                    response[self._header] = cid
+            except Exception as failure:
+                self.recorder.failures.report("setting the correlation header", failure)
+        if pending is not None and self._exemplars and pending.span_ids is None:
+            # Read now, while the server span (OpenTelemetry's middleware or instrumentation
+            # outside us) is current; a streaming response is closed in another context.
+            pending.span_ids = current_span_ids()
         status = getattr(response, "status_code", 0)
         if not getattr(response, "streaming", False):
-            size = len(response.content) if self.recorder.wants_response_size else None
-            self._finish(request, method, status, start, in_flight, response_size=size)
+            if pending is not None:
+                size = len(response.content) if self.recorder.wants_response_size else None
+                self._finish(request, pending, status, response_size=size)
+            _reset(token)
             return
         # Streamed after we return: record when the server closes the response (Django's
         # WSGI and ASGI handlers both call close() after the last chunk; under WSGI a
-        # FileResponse handed to wsgi.file_wrapper gets this close() too).
-        ttfb = perf_counter() - start  # handed to the server, which starts sending
+        # FileResponse handed to wsgi.file_wrapper gets this close() too). The correlation
+        # ID stays set until then, so the generator sees it.
+        ttfb = None if pending is None else perf_counter() - pending.start
         try:
             close = response.close
+            closed = False
 
             def close_and_record() -> None:
+                nonlocal closed
                 try:
                     close()
                 finally:
-                    self._finish(request, method, status, start, in_flight, ttfb=ttfb)
+                    # Once: Django's test clients close a streaming response themselves,
+                    # and a server may close it again.
+                    if not closed:
+                        closed = True
+                        if pending is not None:
+                            self._finish(request, pending, status, ttfb=ttfb)
+                        _reset(token)
 
             response.close = close_and_record
         except Exception as failure:
             self.recorder.failures.report("observing a streaming response", failure)
-            self._finish(request, method, status, start, in_flight)
+            if pending is not None:
+                self._finish(request, pending, status)
+            _reset(token)
 
     def _finish(
         self,
         request: HttpRequest,
-        method: str,
+        pending: _Pending,
         status: int,
-        start: float,
-        in_flight: bool,
         exc: BaseException | None = None,
         response_size: int | None = None,
         ttfb: float | None = None,
     ) -> None:
-        duration = perf_counter() - start
+        duration = perf_counter() - pending.start
         try:
             route = route_template(request)
         except Exception as failure:
@@ -204,20 +303,31 @@ class MetricsMiddleware:
             request_size = max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
         except ValueError:
             request_size = 0
+        exemplar = pending.span_ids
+        if exemplar is None and self._exemplars and exc is not None:
+            exemplar = current_span_ids()  # raised through us: still inside the span
         # A non-streaming response is handed over whole: its first byte is its last one,
         # as far as the middleware can tell. Streamed bytes are not counted.
         self.recorder.finish(
-            method, route, status, duration, in_flight=in_flight, exc=exc,
+            pending.method, route, status, duration, in_flight=pending.in_flight, exc=exc,
             ttfb=duration if ttfb is None else ttfb,
             request_size=request_size, response_size=response_size,
+            exemplar=exemplar, scheme=pending.scheme,
         )
 
     def _metrics_response(self, request: HttpRequest) -> HttpResponse:
         meta = request.META
         status, headers, body = self.recorder.exposition.respond(
-            request.method, meta.get("HTTP_ACCEPT"), meta.get("HTTP_ACCEPT_ENCODING")
+            request.method,
+            meta.get("HTTP_ACCEPT"),
+            meta.get("HTTP_ACCEPT_ENCODING"),
+            meta.get("HTTP_AUTHORIZATION"),
         )
         response = HttpResponse(b"" if request.method == "HEAD" else body, status=status)
         for name, value in headers:
+            if name == "WWW-Authenticate" and name in response:
+                # Django keeps one value per header: two challenges (bearer and basic)
+                # share one WWW-Authenticate, comma-separated as RFC 9110 allows.
+                value = f"{response[name]}, {value}"
             response[name] = value  # Content-Length included: HEAD keeps the GET length
         return response

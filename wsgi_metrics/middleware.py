@@ -4,17 +4,40 @@ It hands the app's status, headers and response iterable to the server unchanged
 looks at them. A request is timed from its arrival to the moment the server calls the
 response iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is
 timed in full. The counting itself is :class:`asgi_metrics.recorder.Recorder`'s.
+
+With ``correlation_id=True`` the one change it makes is adding the correlation header to
+the app's response headers. The ID is set in :func:`~asgi_metrics.get_correlation_id`'s
+ContextVar when the request arrives and reset when the server calls ``close()``, so a
+streamed body sees it while it is consumed and a thread-pool worker does not carry it into
+its next request.
+
+Unhandled exceptions with ``correlation_id=True``: when the app raises from its call, the
+server answers with its own 500, which cannot carry the header (gunicorn, Werkzeug and
+wsgiref all drop a ``start_response`` made before the exception and send their own page).
+So the middleware answers that 500 itself (``start_response`` with ``exc_info``, the plain
+``Internal Server Error`` the servers send, with the header) and re-raises the exception
+from the body's iteration, after the last byte: the server still logs it (and closes the
+connection, as it does for any failure after the headers), and outer middleware that watch
+the iteration (OpenTelemetry's, Sentry's) still see it. It steps aside, re-raising at once,
+when an outer layer answers on purpose: Werkzeug's debugger (its environ key is present)
+or a framework that reported the exception in :data:`EXCEPTION_KEY` and raised it anyway
+(Flask with ``PROPAGATE_EXCEPTIONS``, debug or testing).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import Token
 from http import HTTPStatus
 from time import perf_counter
 from types import TracebackType
 from typing import Any
 
+from asgi_metrics.correlation import current_correlation_id
+from asgi_metrics.correlation_ids import CorrelationIds
+from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
 from asgi_metrics.recorder import Recorder
 from asgi_metrics.settings import ConfigurationError, Settings
@@ -29,6 +52,12 @@ RouteResolver = Callable[[Environ], "str | None"]
 #: (so the middleware never sees it raised) can put the exception here to have it counted
 #: in the exceptions counter. :mod:`wsgi_metrics.flask` does this for Flask.
 EXCEPTION_KEY = "wsgi_metrics.exception"
+
+#: Present in the environ when Werkzeug's debugger is outside us: it renders unhandled
+#: exceptions itself, so they must reach it unchanged.
+_DEBUGGER_KEY = "werkzeug.debug.preserve_context"
+_ERROR_STATUS = "500 Internal Server Error"
+_ERROR_BODY = b"Internal Server Error"
 
 
 class MetricsMiddleware:
@@ -87,6 +116,11 @@ class MetricsMiddleware:
         # Flask turns into 500s, and it lives only as long as this reference.
         self._framework = _framework_resolver(app) if framework is None else framework
         self._route_resolver = route_resolver if route_resolver is not None else self._framework
+        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        self._exemplars = self.recorder.wants_exemplars
+        # With correlation IDs the span is read when the request arrives (the trace ID as
+        # the ID, the ID as a span attribute); that read also serves the exemplar.
+        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
 
     def _route(self, environ: Environ) -> str:
         if self._route_resolver is None:
@@ -103,7 +137,10 @@ class MetricsMiddleware:
         mount it elsewhere too if wanted)."""
         method = environ.get("REQUEST_METHOD", "GET")
         status, headers, body = self.recorder.exposition.respond(
-            method, environ.get("HTTP_ACCEPT"), environ.get("HTTP_ACCEPT_ENCODING")
+            method,
+            environ.get("HTTP_ACCEPT"),
+            environ.get("HTTP_ACCEPT_ENCODING"),
+            environ.get("HTTP_AUTHORIZATION"),
         )
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [b"" if method == "HEAD" else body]
@@ -113,10 +150,26 @@ class MetricsMiddleware:
         if path == self._metrics_path:
             return self.metrics_app(environ, start_response)
         recorder = self.recorder
-        if not isinstance(path, str) or not recorder.counts(path):
+        counted = isinstance(path, str) and recorder.counts(path)
+        correlation = self._correlation
+        if not counted and correlation is None:
             return self.app(environ, start_response)
 
-        request = _Request(self, environ, perf_counter())
+        request = _Request(self, environ, perf_counter(), counted)
+        if correlation is not None:
+            span = sampled_span() if self._span_at_start else None
+            if span is not None:
+                context = span.get_span_context()
+                request.span_ids = (context.trace_id, context.span_id)
+            incoming = environ.get(correlation.environ_key)
+            cid = correlation.for_request(
+                incoming if isinstance(incoming, str) else None,
+                environ.get("REMOTE_ADDR"),
+                span,
+                recorder.failures,
+            )
+            request.token = current_correlation_id.set(cid)
+            request.id_header = (correlation.header, cid)
 
         def observe_start(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -124,6 +177,8 @@ class MetricsMiddleware:
             # Called again with exc_info when the app replaces a failed response. The
             # server's call goes first: if it refuses (headers already sent, it re-raises
             # the app's exception), the status on the wire is still the earlier one.
+            if request.id_header is not None:
+                headers = _with_header(headers, request.id_header)
             if exc_info is None:
                 write = start_response(status, headers)
             else:
@@ -135,25 +190,56 @@ class MetricsMiddleware:
         try:
             result = self.app(environ, observe_start)
         except BaseException as exc:
+            if request.id_header is not None and isinstance(exc, Exception):
+                answer = request.answer_error(start_response, exc)
+                if answer is not None:
+                    return answer
             request.finish(exc, failed=True)
+            request.release()
             raise
         return request.observe(result)
+
+
+def _with_header(
+    headers: list[tuple[str, str]], header: tuple[str, str]
+) -> list[tuple[str, str]]:
+    """``headers`` plus ``header``, unless the app set that header itself. A new list: the
+    app's may be reused (a module-level constant)."""
+    name = header[0].lower()
+    for key, _ in headers:
+        if key.lower() == name:
+            return headers
+    return [*headers, header]
+
+
+def _outer_layer_answers(environ: Environ, exc: BaseException) -> bool:
+    """Whether a layer outside the middleware wants ``exc`` raised to it unchanged."""
+    # A framework that reported the exception as handled (EXCEPTION_KEY) and raised it
+    # anyway propagates it on purpose: Flask in debug/testing or with PROPAGATE_EXCEPTIONS.
+    return environ.get(EXCEPTION_KEY) is exc or _DEBUGGER_KEY in environ
 
 
 class _Request:
     """The state of one counted request, shared by ``start_response`` and the body."""
 
     __slots__ = (
-        "done", "environ", "exc", "headers", "in_flight", "iteration_end", "method",
-        "middleware", "response_size", "route", "start", "status", "ttfb",
+        "counted", "done", "environ", "exc", "headers", "id_header", "in_flight",
+        "iteration_end", "method", "middleware", "response_size", "route", "scheme",
+        "span_ids", "start", "status", "token", "ttfb",
     )
 
-    def __init__(self, middleware: MetricsMiddleware, environ: Environ, start: float) -> None:
+    def __init__(
+        self, middleware: MetricsMiddleware, environ: Environ, start: float, counted: bool
+    ) -> None:
         self.middleware = middleware
         self.environ = environ
         self.start = start
         self.method = method_label(environ.get("REQUEST_METHOD"))
-        self.in_flight = middleware.recorder.start(self.method)
+        scheme = environ.get("wsgi.url_scheme")
+        self.scheme = scheme if isinstance(scheme, str) and scheme else "http"
+        #: False for an excluded path: it only gets its correlation ID, nothing is recorded.
+        self.counted = counted
+        self.in_flight = counted and middleware.recorder.start(self.method, self.scheme)
         self.status = 0  # 0 until start_response
         self.headers: list[tuple[str, str]] = []
         self.route: str | None = None
@@ -162,15 +248,63 @@ class _Request:
         self.ttfb: float | None = None
         self.response_size: int | None = 0
         self.iteration_end: float | None = None
+        #: (trace_id, span_id) of the sampled span the request is served in.
+        self.span_ids: SpanIds | None = None
+        #: The correlation header to add to the response, and the ContextVar token to
+        #: reset when the server closes the response.
+        self.id_header: tuple[str, str] | None = None
+        self.token: Token[str | None] | None = None
 
     def started(self, status: str, headers: list[tuple[str, str]]) -> None:
         self.headers = headers
+        if self.span_ids is None and self.middleware._exemplars:
+            # The app calls start_response inside its own call (or its first iteration),
+            # while an OpenTelemetry middleware's span is current, outside us or inside;
+            # at close() the server may be back in another context.
+            self.span_ids = current_span_ids()
         try:
             self.status = int(status[:3])
         except (TypeError, ValueError):
             self.status = -1  # labelled "other"; the server will reject it anyway
-        if self.route is None:
+        if self.route is None and self.counted:
             self.route = self.middleware._route(self.environ)
+
+    def release(self) -> None:
+        """Reset the correlation ID: the request is over (the server closed its body)."""
+        token = self.token
+        if token is not None:
+            self.token = None
+            # try/except rather than contextlib.suppress: per request, and cheaper.
+            try:  # noqa: SIM105
+                current_correlation_id.reset(token)
+            except ValueError:
+                # close() in another context than the call (an async bridge running each
+                # step in a copied context): the ID was never set in this one.
+                pass
+
+    def answer_error(
+        self, start_response: StartResponse, exc: Exception
+    ) -> Iterable[bytes] | None:
+        """Send the 500 for an exception the app raised from its call, with the correlation
+        header (see the module docs for why here); ``None`` when it must be re-raised as is
+        (an outer layer answers it, or the server refuses: the headers already went out
+        through ``write()``)."""
+        if _outer_layer_answers(self.environ, exc):
+            return None
+        assert self.id_header is not None
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(_ERROR_BODY))),
+            self.id_header,
+        ]
+        try:
+            start_response(_ERROR_STATUS, headers, (type(exc), exc, exc.__traceback__))
+        except BaseException:
+            return None
+        self.status = 500
+        self.headers = headers
+        self.finish(exc, failed=True)
+        return _ErrorBody(self, exc)
 
     def observe(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """What goes back to the server: the app's iterable, observed."""
@@ -187,6 +321,7 @@ class _Request:
                             inner_close()
                     finally:
                         self.finish(None, closed=True)
+                        self.release()
 
                 result.close = close  # type: ignore[attr-defined]
             except Exception:  # __slots__ or a read-only close: observe it the usual way
@@ -213,9 +348,12 @@ class _Request:
                 self.middleware.recorder.exception(self.method, self.route or "", exc)
             return
         self.done = True
-        recorder = self.middleware.recorder
+        if not self.counted:
+            return
+        middleware = self.middleware
+        recorder = middleware.recorder
         if self.route is None:
-            self.route = self.middleware._route(self.environ)
+            self.route = middleware._route(self.environ)
         if exc is None:
             # An exception the app turned into a response itself (start_response with
             # exc_info, or a framework that reported it in the environ) is still counted.
@@ -234,11 +372,16 @@ class _Request:
                 else 500
             )
         duration = (perf_counter() if end is None else end) - self.start
+        exemplar = self.span_ids
+        if exemplar is None and middleware._exemplars and not closed:
+            # Never started: recorded from the failing call or iteration, where an outer
+            # OpenTelemetry middleware's span is still current (at close() it may not be).
+            exemplar = current_span_ids()
         recorder.finish(
             self.method, self.route, status, duration,
             in_flight=self.in_flight, exc=exc, ttfb=self.ttfb,
             request_size=_request_size(self.environ) if recorder.wants_request_size else None,
-            response_size=self.response_size,
+            response_size=self.response_size, exemplar=exemplar, scheme=self.scheme,
         )
 
 
@@ -280,11 +423,14 @@ class _Body:
             raise
         finally:
             self._request.finish(None, closed=True)
+            self._request.release()
 
     def __del__(self) -> None:
         # Never closed (the Werkzeug test client with an unbuffered response, a broken
         # server): the request still has to leave the in-flight gauge. It is timed to the
-        # end of its iteration, or to now if it never ended.
+        # end of its iteration, or to now if it never ended. The correlation ID is not
+        # reset here: the collector may run in any thread, or after this thread's next
+        # request set its own ID, which a reset would wipe out.
         request = self._request
         if not request.done:
             request.finish(None, closed=True, end=request.iteration_end)
@@ -298,6 +444,34 @@ class _SizedBody(_Body):
 
     def __len__(self) -> int:
         return len(self._iterable)  # type: ignore[arg-type]
+
+
+class _ErrorBody:
+    """The middleware's own 500 body: yields it, then raises the app's exception, so the
+    server logs it as a failure after the headers (see the module docs)."""
+
+    __slots__ = ("_exc", "_request")
+
+    def __init__(self, request: _Request, exc: Exception) -> None:
+        self._request = request
+        self._exc: Exception | None = exc
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield _ERROR_BODY
+        self._raise()
+
+    def _raise(self) -> None:
+        exc = self._exc
+        if exc is not None:
+            self._exc = None  # raised once: at the end of the iteration, or at close()
+            raise exc
+
+    def close(self) -> None:
+        """Reset the correlation ID; raise the exception if the iteration did not."""
+        try:
+            self._raise()
+        finally:
+            self._request.release()
 
 
 def _request_size(environ: Environ) -> int:
