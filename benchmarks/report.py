@@ -197,6 +197,9 @@ def markdown(r: Row) -> str:
     if "scrape" in r:
         out += ["## Scrape: 200 routes x 5 methods x 5 statuses = 5,000 label sets"
                 " (counter + histogram)", "", *_scrape(r["scrape"])]
+        if "same_samples" in r["scrape"].get("ours", {}):
+            out += [f"Our sample lines match generate_latest's (without _created):"
+                    f" {r['scrape']['ours']['same_samples']}", ""]
     if "e2e" in r:
         out += ["## End to end (1 worker, loopback)", "", *_e2e(r["e2e"])]
     versions = [[k, v or "not installed"] for k, v in meta["packages"].items()]
