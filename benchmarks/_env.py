@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 PACKAGES = (
-    "http-request-metrics",
     "prometheus_client",
     "starlette",
     "fastapi",

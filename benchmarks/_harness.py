@@ -74,6 +74,15 @@ def registry_kwargs(factory: Callable[..., Any]) -> dict[str, Any]:
     return {"registry": CollectorRegistry()} if takes else {}
 
 
+def counted(registry: CollectorRegistry, route: str, expected: int) -> str:
+    """"ok" if our request counter in ``registry`` shows ``expected`` GET 200s on ``route``."""
+    labels = {"method": "GET", "route": route, "status": "200"}
+    got = registry.get_sample_value("http_requests_total", labels)
+    if got == expected:
+        return "ok"
+    return f"MISMATCH: http_requests_total{labels} = {got}, expected {expected}"
+
+
 def prepare(
     variants: Iterable[tuple[str, str, Callable[[], Any]]],
     check: Callable[[Any], None],

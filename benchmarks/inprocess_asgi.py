@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from benchmarks._harness import BatchRunner, Outcome, clock, interleave, prepare, summarise
+from benchmarks._harness import BatchRunner, Outcome, clock, counted, interleave, prepare, summarise
 from benchmarks.asgi_variants import (
     HIT_BODY,
     HIT_PATH,
@@ -147,9 +147,7 @@ def verify_ours(loop: asyncio.AbstractEventLoop, n: int = 25) -> str:
     app = make_starlette(0)
     app.add_middleware(MetricsMiddleware, registry=registry)
     loop.run_until_complete(drive(app, n))
-    labels = {"method": "GET", "route": "/users/{user_id}", "status": "200"}
-    got = registry.get_sample_value("http_requests_total", labels)
-    return "ok" if got == n else f"MISMATCH: http_requests_total{labels} = {got}, expected {n}"
+    return counted(registry, "/users/{user_id}", n)
 
 
 def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:

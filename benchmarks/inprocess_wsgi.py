@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from benchmarks._harness import interleave, prepare, summarise
+from benchmarks._harness import counted, interleave, prepare, summarise
 from benchmarks._wsgi_driver import HIT_PATH, check, drive, make_runner
 from benchmarks.wsgi_variants import VARIANTS, make_flask
 
@@ -28,9 +28,7 @@ def verify_ours(n: int = 25) -> str:
     app = make_flask()
     app.wsgi_app = MetricsMiddleware(app.wsgi_app, registry=registry)  # type: ignore[method-assign]
     drive(app, n)
-    labels = {"method": "GET", "route": "/users/<int:user_id>", "status": "200"}
-    got = registry.get_sample_value("http_requests_total", labels)
-    return "ok" if got == n else f"MISMATCH: http_requests_total{labels} = {got}, expected {n}"
+    return counted(registry, "/users/<int:user_id>", n)
 
 
 def run_flask(n: int, repeats: int, warmup: int) -> dict[str, Any]:
