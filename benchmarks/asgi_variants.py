@@ -1,0 +1,120 @@
+"""The ASGI apps under test: a bare Starlette app, ours, and each peer, built the way users do.
+
+Every builder takes the number of extra routes placed *before* the hit route (so routing cost
+grows for everybody) and returns a ready ASGI app. A builder raises ImportError when its
+package is missing; the suite then reports the variant as skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from benchmarks._harness import registry_kwargs
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+HIT_PATH = "/users/42"
+HIT_BODY = b"user 42"
+
+
+async def _user(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"user {request.path_params['user_id']}")
+
+
+async def _extra(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("extra")
+
+
+def make_starlette(extra_routes: int = 0) -> Starlette:
+    """Starlette app with ``extra_routes`` parameterised routes, then ``GET /users/{user_id}``."""
+    routes = [Route(f"/extra{i}/{{item_id}}", _extra) for i in range(extra_routes)]
+    routes.append(Route("/users/{user_id}", _user, methods=["GET"]))
+    return Starlette(routes=routes)
+
+
+def build_bare(extra_routes: int = 0) -> ASGIApp:
+    return make_starlette(extra_routes)
+
+
+def build_ours(extra_routes: int = 0) -> ASGIApp:
+    from asgi_metrics import MetricsMiddleware
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(MetricsMiddleware, **registry_kwargs(MetricsMiddleware))
+    return app
+
+
+def build_instrumentator(extra_routes: int = 0) -> ASGIApp:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    app = make_starlette(extra_routes)
+    Instrumentator(registry=CollectorRegistry()).instrument(app)
+    return app
+
+
+def build_starlette_exporter(extra_routes: int = 0) -> ASGIApp:
+    # No registry option: metrics live in a class-level dict on the default registry. Its
+    # default prefix registers starlette_requests_total, the very name starlette-prometheus
+    # registers at import, so the two cannot share a process unless one is renamed.
+    from starlette_exporter import PrometheusMiddleware
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(PrometheusMiddleware, group_paths=True, prefix="starlette_exporter")
+    return app
+
+
+def build_starlette_prometheus(extra_routes: int = 0) -> ASGIApp:
+    # Module-level metrics on the default registry; BaseHTTPMiddleware underneath.
+    from starlette_prometheus import PrometheusMiddleware
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(PrometheusMiddleware)
+    return app
+
+
+def build_otel(extra_routes: int = 0) -> ASGIApp:
+    """OpenTelemetry as typically configured, minus the network: SDK providers, in-memory
+    metric reader, tracer provider without span processors."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        tracer_provider=TracerProvider(),
+        meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+    )
+    return app
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # "bare", "ours" or "peer"
+    build: Callable[[int], ASGIApp]
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("bare", "bare", build_bare),
+    Variant("ours", "ours", build_ours),
+    Variant("prometheus-fastapi-instrumentator", "peer", build_instrumentator),
+    Variant("starlette-exporter", "peer", build_starlette_exporter),
+    Variant("starlette-prometheus", "peer", build_starlette_prometheus),
+    Variant("opentelemetry-instrumentation-asgi", "peer", build_otel),
+)
+
+BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
