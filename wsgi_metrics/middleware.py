@@ -42,6 +42,7 @@ from asgi_metrics.labels import (
     CLIENT_CLOSED_STATUS,
     KNOWN_METHODS,
     OTHER_METHOD,
+    OTHER_STATUS,
     UNMATCHED_ROUTE,
 )
 from asgi_metrics.recorder import Recorder
@@ -130,7 +131,15 @@ class MetricsMiddleware:
         self._excluded = settings.exclude_paths
         self._patterns = bool(settings.exclude_patterns)
         self._span_ids = current_span_ids if self._exemplars else None
-        self._measure_body = settings.time_to_first_byte or settings.response_size
+        # The body classes (without, with len()): the measuring one only when time to
+        # first byte or response size is on, so otherwise no chunk costs anything.
+        self._body_classes: tuple[type[_Exchange], type[_Exchange]] = (
+            (_MeasuringExchange, _SizedMeasuringExchange)
+            if settings.time_to_first_byte or settings.response_size
+            else (_Exchange, _SizedExchange)
+        )
+        # No OpenTelemetry instruments: a request start goes straight to the store.
+        self._store_start = self.recorder.store.start if self.recorder.otel is None else None
 
     def _route(self, environ: Environ) -> str:
         if self._route_resolver is None:
@@ -167,7 +176,8 @@ class MetricsMiddleware:
         if not counted and correlation is None:
             return self.app(environ, start_response)
 
-        exchange = _Exchange(self, environ, start_response, counted)
+        body_classes = self._body_classes
+        exchange = body_classes[0](self, environ, start_response, counted)
         if correlation is not None:
             exchange.correlate(correlation)
         try:
@@ -190,7 +200,7 @@ class MetricsMiddleware:
             # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
             # it stays visible. Same layout, so switching the class is safe and cheaper
             # than a second object.
-            exchange.__class__ = _SizedExchange
+            exchange.__class__ = body_classes[1]
         return exchange
 
 
@@ -248,15 +258,21 @@ class _Exchange:
         scheme = "http"  # only the OpenTelemetry bridge uses it: only looked up for it
         #: False for an excluded path: it only gets its correlation ID, nothing is recorded.
         self.counted = counted
-        if counted:
-            recorder = middleware.recorder
-            if recorder.otel is not None:
-                raw = environ.get("wsgi.url_scheme")
-                if isinstance(raw, str) and raw:
-                    scheme = raw
-            self.in_flight = recorder.start(method, scheme)
-        else:
+        if not counted:
             self.in_flight = False
+        elif middleware._store_start is not None:
+            # Recorder.start without its OpenTelemetry part: one call instead of two.
+            try:
+                middleware._store_start(method)
+                self.in_flight = True
+            except Exception as exc:
+                middleware.recorder.failures.report("recording a request start", exc)
+                self.in_flight = False
+        else:
+            raw = environ.get("wsgi.url_scheme")
+            if isinstance(raw, str) and raw:
+                scheme = raw
+            self.in_flight = middleware.recorder.start(method, scheme)
         self.scheme = scheme
         self.status = 0  # 0 until start_response
         self.headers: Sequence[tuple[str, str]] = ()
@@ -321,7 +337,17 @@ class _Exchange:
         except (TypeError, ValueError):
             self.status = -1  # labelled "other"; the server will reject it anyway
         if self.route is None and self.counted:
-            self.route = self.middleware._route(self.environ)
+            # MetricsMiddleware._route inlined (a call fewer per request).
+            resolver = self.middleware._route_resolver
+            if resolver is None:
+                self.route = UNMATCHED_ROUTE
+            else:
+                try:
+                    route = resolver(self.environ)
+                    self.route = route if isinstance(route, str) else UNMATCHED_ROUTE
+                except Exception as exc:
+                    self.middleware.recorder.failures.report("route lookup", exc)
+                    self.route = UNMATCHED_ROUTE
         return write
 
     def release(self) -> None:
@@ -383,33 +409,11 @@ class _Exchange:
         return result
 
     def __iter__(self) -> Iterator[bytes]:
-        if self.middleware._measure_body:
-            return self._measured()
-        return self._plain()
-
-    def _plain(self) -> Iterator[bytes]:
         # Neither time to first byte nor response size is on: nothing to do per chunk.
         try:
             # Not ``yield from``: it would forward a close() of this generator (when it is
             # collected) to the app's iterable, which only our close() may close.
             for chunk in self.iterable:  # noqa: UP028
-                yield chunk
-        except GeneratorExit:  # the server stopped iterating (client gone): not an error
-            raise
-        except BaseException as exc:
-            self.finish(exc, True)
-            raise
-        self.iteration_end = perf_counter()
-
-    def _measured(self) -> Iterator[bytes]:
-        start = self.start
-        size = 0
-        try:
-            for chunk in self.iterable:
-                if self.ttfb is None:
-                    self.ttfb = perf_counter() - start
-                size += len(chunk)
-                self.response_size = size
                 yield chunk
         except GeneratorExit:  # the server stopped iterating (client gone): not an error
             raise
@@ -484,6 +488,18 @@ class _Exchange:
             # Never started: recorded from the failing call or iteration, where an outer
             # OpenTelemetry middleware's span is still current (at close() it may not be).
             exemplar = middleware._span_ids()
+        if exc is None and exemplar is None and recorder.store_only:
+            # The common case, and all Recorder.finish would do: straight to the store.
+            method = self.method
+            try:
+                recorder.store.observe(
+                    (method, route, recorder.status_labels.get(status, OTHER_STATUS)),
+                    duration,
+                    method if self.in_flight else None,
+                )
+            except Exception as failure:
+                recorder.failures.report("recording a request", failure)
+            return
         # Positional: this is per request, and keyword arguments cost more.
         recorder.finish(
             self.method, route, status, duration, self.in_flight, exc, self.ttfb,
@@ -494,6 +510,38 @@ class _Exchange:
 
 class _SizedExchange(_Exchange):
     """An :class:`_Exchange` whose app iterable has ``len()``: servers may use it."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.iterable)  # type: ignore[arg-type]
+
+
+class _MeasuringExchange(_Exchange):
+    """An :class:`_Exchange` that times the first chunk and counts the bytes."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        start = self.start
+        size = 0
+        try:
+            for chunk in self.iterable:
+                if self.ttfb is None:
+                    self.ttfb = perf_counter() - start
+                size += len(chunk)
+                self.response_size = size
+                yield chunk
+        except GeneratorExit:  # the server stopped iterating (client gone): not an error
+            raise
+        except BaseException as exc:
+            self.finish(exc, True)
+            raise
+        self.iteration_end = perf_counter()
+
+
+class _SizedMeasuringExchange(_MeasuringExchange):
+    """A :class:`_MeasuringExchange` whose app iterable has ``len()``."""
 
     __slots__ = ()
 
