@@ -70,11 +70,20 @@ def sampled_span() -> Any:
 
 def current_span_ids() -> SpanIds | None:
     """(trace_id, span_id) of the current sampled span, else ``None``."""
-    span = sampled_span()
-    if span is None:
+    # sampled_span() inlined: this runs on every request, and the no-span case should
+    # cost one context lookup, not a second call as well.
+    if _get_current is None:
         return None
+    if _span_key is not None:
+        span = _get_current().get(_span_key)
+        if span is None:
+            return None
+    else:
+        span = _trace.get_current_span()
     context = span.get_span_context()
-    return context.trace_id, context.span_id
+    if context.trace_flags & _SAMPLED and context.is_valid:
+        return context.trace_id, context.span_id
+    return None
 
 
 def current_trace_id() -> str | None:

@@ -84,6 +84,12 @@ class Recorder:
             self.wants_exemplars = False
         #: The OpenTelemetry metrics bridge, when configured.
         self.otel = otel_metrics.build(settings)
+        #: Whether a request without exception or exemplar is only ``store.observe`` (no
+        #: optional histogram, no OpenTelemetry instruments): a hot path may then call the
+        #: store itself, with ``status_labels``, instead of :meth:`finish`.
+        self.store_only = not self._extras and self.otel is None
+        #: The status label of each valid code (others are :data:`OTHER_STATUS`).
+        self.status_labels = self._status_labels
 
     def _overflowed(self, table: str) -> None:
         # Called once per table by the store, the first time a label set is refused.

@@ -27,7 +27,7 @@ or a framework that reported the exception in :data:`EXCEPTION_KEY` and raised i
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import Token
 from http import HTTPStatus
 from time import perf_counter
@@ -38,7 +38,13 @@ from asgi_metrics.correlation import current_correlation_id
 from asgi_metrics.correlation_ids import CorrelationIds
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
-from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
+from asgi_metrics.labels import (
+    CLIENT_CLOSED_STATUS,
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    OTHER_STATUS,
+    UNMATCHED_ROUTE,
+)
 from asgi_metrics.recorder import Recorder
 from asgi_metrics.settings import ConfigurationError, Settings
 
@@ -121,6 +127,19 @@ class MetricsMiddleware:
         # With correlation IDs the span is read when the request arrives (the trace ID as
         # the ID, the ID as a span attribute); that read also serves the exemplar.
         self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
+        # Per-request shortcuts: plain attributes read once, not re-derived per request.
+        self._excluded = settings.exclude_paths
+        self._patterns = bool(settings.exclude_patterns)
+        self._span_ids = current_span_ids if self._exemplars else None
+        # The body classes (without, with len()): the measuring one only when time to
+        # first byte or response size is on, so otherwise no chunk costs anything.
+        self._body_classes: tuple[type[_Exchange], type[_Exchange]] = (
+            (_MeasuringExchange, _SizedMeasuringExchange)
+            if settings.time_to_first_byte or settings.response_size
+            else (_Exchange, _SizedExchange)
+        )
+        # No OpenTelemetry instruments: a request start goes straight to the store.
+        self._store_start = self.recorder.store.start if self.recorder.otel is None else None
 
     def _route(self, environ: Environ) -> str:
         if self._route_resolver is None:
@@ -149,55 +168,40 @@ class MetricsMiddleware:
         path = environ.get("PATH_INFO")
         if path == self._metrics_path:
             return self.metrics_app(environ, start_response)
-        recorder = self.recorder
-        counted = isinstance(path, str) and recorder.counts(path)
+        # Recorder.counts inlined: the common case is one set lookup, no extra call.
+        counted = isinstance(path, str) and path not in self._excluded and (
+            not self._patterns or self.recorder.counts(path)
+        )
         correlation = self._correlation
         if not counted and correlation is None:
             return self.app(environ, start_response)
 
-        request = _Request(self, environ, perf_counter(), counted)
+        body_classes = self._body_classes
+        exchange = body_classes[0](self, environ, start_response, counted)
         if correlation is not None:
-            span = sampled_span() if self._span_at_start else None
-            if span is not None:
-                context = span.get_span_context()
-                request.span_ids = (context.trace_id, context.span_id)
-            incoming = environ.get(correlation.environ_key)
-            cid = correlation.for_request(
-                incoming if isinstance(incoming, str) else None,
-                environ.get("REMOTE_ADDR"),
-                span,
-                recorder.failures,
-            )
-            request.token = current_correlation_id.set(cid)
-            request.id_header = (correlation.header, cid)
-
-        def observe_start(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> Callable[[bytes], object]:
-            # Called again with exc_info when the app replaces a failed response. The
-            # server's call goes first: if it refuses (headers already sent, it re-raises
-            # the app's exception), the status on the wire is still the earlier one.
-            if request.id_header is not None:
-                headers = _with_header(headers, request.id_header)
-            if exc_info is None:
-                write = start_response(status, headers)
-            else:
-                write = start_response(status, headers, exc_info)
-                request.exc = exc_info[1]
-            request.started(status, headers)
-            return write
-
+            exchange.correlate(correlation)
         try:
-            result = self.app(environ, observe_start)
+            result = self.app(environ, exchange.start_response)
         except BaseException as exc:
-            if request.id_header is not None and isinstance(exc, Exception):
-                answer = request.answer_error(start_response, exc)
+            if exchange.id_header is not None and isinstance(exc, Exception):
+                answer = exchange.answer_error(start_response, exc)
                 if answer is not None:
                     return answer
-            request.finish(exc, failed=True)
-            request.release()
+            exchange.finish(exc, True)
+            exchange.release()
             raise
-        return request.observe(result)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and isinstance(wrapper, type) and isinstance(result, wrapper):
+            passed = exchange.pass_file(result)
+            if passed is not None:
+                return passed  # type: ignore[no-any-return]
+        exchange.iterable = result
+        if hasattr(result, "__len__"):
+            # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
+            # it stays visible. Same layout, so switching the class is safe and cheaper
+            # than a second object.
+            exchange.__class__ = body_classes[1]
+        return exchange
 
 
 def _with_header(
@@ -219,35 +223,66 @@ def _outer_layer_answers(environ: Environ, exc: BaseException) -> bool:
     return environ.get(EXCEPTION_KEY) is exc or _DEBUGGER_KEY in environ
 
 
-class _Request:
-    """The state of one counted request, shared by ``start_response`` and the body."""
+class _Exchange:
+    """One counted request: its state, the ``start_response`` the app gets (a bound
+    method) and the body the server gets back (chunks and ``close()`` go through
+    unchanged).
+
+    One object rather than a request, a closure and a body: this runs on every request,
+    next to an app whose own work keeps evicting ours from the CPU caches, so each object
+    and call costs more than it does in a micro-benchmark. Slots, all set in ``__init__``:
+    on CPython 3.11 reading a class-level default is several times slower than a slot.
+    """
 
     __slots__ = (
         "counted", "done", "environ", "exc", "headers", "id_header", "in_flight",
-        "iteration_end", "method", "middleware", "response_size", "route", "scheme",
-        "span_ids", "start", "status", "token", "ttfb",
+        "iterable", "iteration_end", "method", "middleware", "response_size", "route",
+        "scheme", "server_start_response", "span_ids", "start", "status", "token", "ttfb",
     )
 
     def __init__(
-        self, middleware: MetricsMiddleware, environ: Environ, start: float, counted: bool
+        self,
+        middleware: MetricsMiddleware,
+        environ: Environ,
+        start_response: StartResponse,
+        counted: bool,
     ) -> None:
+        self.start = perf_counter()
         self.middleware = middleware
         self.environ = environ
-        self.start = start
-        self.method = method_label(environ.get("REQUEST_METHOD"))
-        scheme = environ.get("wsgi.url_scheme")
-        self.scheme = scheme if isinstance(scheme, str) and scheme else "http"
+        self.server_start_response = start_response
+        # method_label inlined: a set lookup (it raises for an unhashable method, as
+        # method_label does).
+        method = environ.get("REQUEST_METHOD")
+        self.method = method = method if method in KNOWN_METHODS else OTHER_METHOD
+        scheme = "http"  # only the OpenTelemetry bridge uses it: only looked up for it
         #: False for an excluded path: it only gets its correlation ID, nothing is recorded.
         self.counted = counted
-        self.in_flight = counted and middleware.recorder.start(self.method, self.scheme)
+        if not counted:
+            self.in_flight = False
+        elif middleware._store_start is not None:
+            # Recorder.start without its OpenTelemetry part: one call instead of two.
+            try:
+                middleware._store_start(method)
+                self.in_flight = True
+            except Exception as exc:
+                middleware.recorder.failures.report("recording a request start", exc)
+                self.in_flight = False
+        else:
+            raw = environ.get("wsgi.url_scheme")
+            if isinstance(raw, str) and raw:
+                scheme = raw
+            self.in_flight = middleware.recorder.start(method, scheme)
+        self.scheme = scheme
         self.status = 0  # 0 until start_response
-        self.headers: list[tuple[str, str]] = []
+        self.headers: Sequence[tuple[str, str]] = ()
         self.route: str | None = None
         self.done = False
         self.exc: BaseException | None = None
         self.ttfb: float | None = None
         self.response_size: int | None = 0
         self.iteration_end: float | None = None
+        self.iterable: Iterable[bytes] = ()
         #: (trace_id, span_id) of the sampled span the request is served in.
         self.span_ids: SpanIds | None = None
         #: The correlation header to add to the response, and the ContextVar token to
@@ -255,19 +290,65 @@ class _Request:
         self.id_header: tuple[str, str] | None = None
         self.token: Token[str | None] | None = None
 
-    def started(self, status: str, headers: list[tuple[str, str]]) -> None:
+    def correlate(self, correlation: CorrelationIds) -> None:
+        """Set the request's correlation ID (and read its span, which serves as the
+        exemplar too)."""
+        middleware = self.middleware
+        environ = self.environ
+        span = sampled_span() if middleware._span_at_start else None
+        if span is not None:
+            context = span.get_span_context()
+            self.span_ids = (context.trace_id, context.span_id)
+        incoming = environ.get(correlation.environ_key)
+        cid = correlation.for_request(
+            incoming if isinstance(incoming, str) else None,
+            environ.get("REMOTE_ADDR"),
+            span,
+            middleware.recorder.failures,
+        )
+        self.token = current_correlation_id.set(cid)
+        self.id_header = (correlation.header, cid)
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        """The ``start_response`` the app gets."""
+        # Called again with exc_info when the app replaces a failed response. The server's
+        # call goes first: if it refuses (headers already sent, it re-raises the app's
+        # exception), the status on the wire is still the earlier one.
+        if self.id_header is not None:
+            headers = _with_header(headers, self.id_header)
+        if exc_info is None:
+            write = self.server_start_response(status, headers)
+        else:
+            write = self.server_start_response(status, headers, exc_info)
+            self.exc = exc_info[1]
         self.headers = headers
-        if self.span_ids is None and self.middleware._exemplars:
-            # The app calls start_response inside its own call (or its first iteration),
-            # while an OpenTelemetry middleware's span is current, outside us or inside;
-            # at close() the server may be back in another context.
-            self.span_ids = current_span_ids()
+        if self.span_ids is None:
+            span_ids = self.middleware._span_ids
+            if span_ids is not None:
+                # The app calls start_response inside its own call (or its first
+                # iteration), while an OpenTelemetry middleware's span is current,
+                # outside us or inside; at close() the server may be back in another
+                # context.
+                self.span_ids = span_ids()
         try:
             self.status = int(status[:3])
         except (TypeError, ValueError):
             self.status = -1  # labelled "other"; the server will reject it anyway
         if self.route is None and self.counted:
-            self.route = self.middleware._route(self.environ)
+            # MetricsMiddleware._route inlined (a call fewer per request).
+            resolver = self.middleware._route_resolver
+            if resolver is None:
+                self.route = UNMATCHED_ROUTE
+            else:
+                try:
+                    route = resolver(self.environ)
+                    self.route = route if isinstance(route, str) else UNMATCHED_ROUTE
+                except Exception as exc:
+                    self.middleware.recorder.failures.report("route lookup", exc)
+                    self.route = UNMATCHED_ROUTE
+        return write
 
     def release(self) -> None:
         """Reset the correlation ID: the request is over (the server closed its body)."""
@@ -303,41 +384,70 @@ class _Request:
             return None
         self.status = 500
         self.headers = headers
-        self.finish(exc, failed=True)
+        self.finish(exc, True)
         return _ErrorBody(self, exc)
 
-    def observe(self, result: Iterable[bytes]) -> Iterable[bytes]:
-        """What goes back to the server: the app's iterable, observed."""
-        wrapper = self.environ.get("wsgi.file_wrapper")
-        if isinstance(wrapper, type) and isinstance(result, wrapper):
-            # The server's file wrapper: servers recognise it by type to use sendfile(), so
-            # the object itself goes back, with only its close() observed.
-            try:
-                inner_close = getattr(result, "close", None)
+    def pass_file(self, result: Any) -> Any:
+        """The server's file wrapper goes back itself (servers recognise it by type to use
+        sendfile()), with only its close() observed; ``None`` if that cannot be patched."""
+        try:
+            inner_close = getattr(result, "close", None)
 
-                def close() -> None:
-                    try:
-                        if inner_close is not None:
-                            inner_close()
-                    finally:
-                        self.finish(None, closed=True)
-                        self.release()
+            def close() -> None:
+                try:
+                    if inner_close is not None:
+                        inner_close()
+                finally:
+                    self.finish(None, False, True)
+                    self.release()
 
-                result.close = close  # type: ignore[attr-defined]
-            except Exception:  # __slots__ or a read-only close: observe it the usual way
-                pass
-            else:
-                self.ttfb = perf_counter() - self.start
-                self.response_size = _content_length(self.headers)
-                return result
-        if hasattr(result, "__len__"):
-            return _SizedBody(self, result)
-        return _Body(self, result)
+            result.close = close
+        except Exception:  # __slots__ or a read-only close: observe it the usual way
+            return None
+        self.ttfb = perf_counter() - self.start
+        self.response_size = _content_length(self.headers)
+        return result
+
+    def __iter__(self) -> Iterator[bytes]:
+        # Neither time to first byte nor response size is on: nothing to do per chunk.
+        try:
+            # Not ``yield from``: it would forward a close() of this generator (when it is
+            # collected) to the app's iterable, which only our close() may close.
+            for chunk in self.iterable:  # noqa: UP028
+                yield chunk
+        except GeneratorExit:  # the server stopped iterating (client gone): not an error
+            raise
+        except BaseException as exc:
+            self.finish(exc, True)
+            raise
+        self.iteration_end = perf_counter()
+
+    def close(self) -> None:
+        """Close the app's iterable (if it has ``close``), then record the request."""
+        try:
+            close = getattr(self.iterable, "close", None)
+            if close is not None:
+                close()
+        except BaseException as exc:
+            self.finish(exc, True)
+            raise
+        finally:
+            self.finish(None, False, True)
+            if self.token is not None:
+                self.release()
+
+    def __del__(self) -> None:
+        # Never closed (the Werkzeug test client with an unbuffered response, a broken
+        # server): the request still has to leave the in-flight gauge. It is timed to the
+        # end of its iteration, or to now if it never ended. The correlation ID is not
+        # reset here: the collector may run in any thread, or after this thread's next
+        # request set its own ID, which a reset would wipe out.
+        if not self.done:
+            self.finish(None, False, True, self.iteration_end)
 
     def finish(
         self,
         exc: BaseException | None,
-        *,
         failed: bool = False,
         closed: bool = False,
         end: float | None = None,
@@ -352,8 +462,9 @@ class _Request:
             return
         middleware = self.middleware
         recorder = middleware.recorder
-        if self.route is None:
-            self.route = middleware._route(self.environ)
+        route = self.route
+        if route is None:
+            route = self.route = middleware._route(self.environ)
         if exc is None:
             # An exception the app turned into a response itself (start_response with
             # exc_info, or a framework that reported it in the environ) is still counted.
@@ -373,77 +484,69 @@ class _Request:
             )
         duration = (perf_counter() if end is None else end) - self.start
         exemplar = self.span_ids
-        if exemplar is None and middleware._exemplars and not closed:
+        if exemplar is None and not closed and middleware._span_ids is not None:
             # Never started: recorded from the failing call or iteration, where an outer
             # OpenTelemetry middleware's span is still current (at close() it may not be).
-            exemplar = current_span_ids()
+            exemplar = middleware._span_ids()
+        if exc is None and exemplar is None and recorder.store_only:
+            # The common case, and all Recorder.finish would do: straight to the store.
+            method = self.method
+            try:
+                recorder.store.observe(
+                    (method, route, recorder.status_labels.get(status, OTHER_STATUS)),
+                    duration,
+                    method if self.in_flight else None,
+                )
+            except Exception as failure:
+                recorder.failures.report("recording a request", failure)
+            return
+        # Positional: this is per request, and keyword arguments cost more.
         recorder.finish(
-            self.method, self.route, status, duration,
-            in_flight=self.in_flight, exc=exc, ttfb=self.ttfb,
-            request_size=_request_size(self.environ) if recorder.wants_request_size else None,
-            response_size=self.response_size, exemplar=exemplar, scheme=self.scheme,
+            self.method, route, status, duration, self.in_flight, exc, self.ttfb,
+            _request_size(self.environ) if recorder.wants_request_size else None,
+            self.response_size, exemplar, self.scheme,
         )
 
 
-class _Body:
-    """Observes the app's iterable: chunks and close() go through unchanged."""
-
-    __slots__ = ("_iterable", "_request")
-
-    def __init__(self, request: _Request, iterable: Iterable[bytes]) -> None:
-        self._request = request
-        self._iterable = iterable
-
-    def __iter__(self) -> Iterator[bytes]:
-        request = self._request
-        start = request.start
-        size = 0
-        try:
-            for chunk in self._iterable:
-                if request.ttfb is None:
-                    request.ttfb = perf_counter() - start
-                size += len(chunk)
-                request.response_size = size
-                yield chunk
-        except GeneratorExit:  # the server stopped iterating (client gone): not an error
-            raise
-        except BaseException as exc:
-            request.finish(exc, failed=True)
-            raise
-        request.iteration_end = perf_counter()
-
-    def close(self) -> None:
-        """Close the app's iterable (if it has ``close``), then record the request."""
-        try:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
-        except BaseException as exc:
-            self._request.finish(exc, failed=True)
-            raise
-        finally:
-            self._request.finish(None, closed=True)
-            self._request.release()
-
-    def __del__(self) -> None:
-        # Never closed (the Werkzeug test client with an unbuffered response, a broken
-        # server): the request still has to leave the in-flight gauge. It is timed to the
-        # end of its iteration, or to now if it never ended. The correlation ID is not
-        # reset here: the collector may run in any thread, or after this thread's next
-        # request set its own ID, which a reset would wipe out.
-        request = self._request
-        if not request.done:
-            request.finish(None, closed=True, end=request.iteration_end)
-
-
-class _SizedBody(_Body):
-    """A :class:`_Body` for iterables with ``len()``: servers may use it (a one-item list
-    lets wsgiref set Content-Length), so it stays visible."""
+class _SizedExchange(_Exchange):
+    """An :class:`_Exchange` whose app iterable has ``len()``: servers may use it."""
 
     __slots__ = ()
 
     def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
+        return len(self.iterable)  # type: ignore[arg-type]
+
+
+class _MeasuringExchange(_Exchange):
+    """An :class:`_Exchange` that times the first chunk and counts the bytes."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[bytes]:
+        start = self.start
+        size = 0
+        try:
+            for chunk in self.iterable:
+                if self.ttfb is None:
+                    self.ttfb = perf_counter() - start
+                size += len(chunk)
+                self.response_size = size
+                yield chunk
+        except GeneratorExit:  # the server stopped iterating (client gone): not an error
+            raise
+        except BaseException as exc:
+            self.finish(exc, True)
+            raise
+        self.iteration_end = perf_counter()
+
+
+class _SizedMeasuringExchange(_MeasuringExchange):
+    """A :class:`_MeasuringExchange` whose app iterable has ``len()``."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self.iterable)  # type: ignore[arg-type]
 
 
 class _ErrorBody:
@@ -452,7 +555,7 @@ class _ErrorBody:
 
     __slots__ = ("_exc", "_request")
 
-    def __init__(self, request: _Request, exc: Exception) -> None:
+    def __init__(self, request: _Exchange, exc: Exception) -> None:
         self._request = request
         self._exc: Exception | None = exc
 
@@ -483,7 +586,7 @@ def _request_size(environ: Environ) -> int:
         return 0
 
 
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
+def _content_length(headers: Iterable[tuple[str, str]]) -> int | None:
     # A file wrapper's bytes go out through sendfile(), unseen: trust the declared length.
     for name, value in headers:
         if name.lower() == "content-length":
