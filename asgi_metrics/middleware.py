@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from contextvars import Token
 from time import perf_counter
 from typing import Any
 
-from .correlation import current_correlation_id
+from .correlation import current_correlation_id, reset_correlation_id
 from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
 from .correlation_ids import CorrelationIds, new_id
 from .endpoint import MetricsEndpoint
@@ -61,16 +60,6 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
         if key == name or (len(key) == size and bytes(key).lower() == name):
             return message
     return {**message, "headers": [*headers, header]}
-
-
-def _reset(token: Token[str | None] | None) -> None:
-    if token is not None:
-        # try/except rather than contextlib.suppress: this is per request, and suppress
-        # costs about 0.4 us. ValueError: the app switched contexts; its task's end clears it.
-        try:  # noqa: SIM105
-            current_correlation_id.reset(token)
-        except ValueError:
-            pass
 
 
 def _outer_layer_answers(scope: Scope) -> bool:
@@ -188,7 +177,7 @@ class MetricsMiddleware:
             # Fail open: a request we cannot even start measuring is served as if we were
             # not there (unmeasured, no correlation header).
             recorder.failures.report("reading the request", exc)
-            _reset(token)
+            reset_correlation_id(token)
             await self.app(scope, receive, send)
             return
         if exchange is None:
@@ -196,7 +185,7 @@ class MetricsMiddleware:
                 await self.app(scope, receive, send)
             else:
                 await self._uncounted(scope, receive, send, id_header)
-                _reset(token)
+                reset_correlation_id(token)
             return
 
         try:
@@ -226,7 +215,7 @@ class MetricsMiddleware:
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
         if token is not None:
-            _reset(token)
+            reset_correlation_id(token)
 
     def _correlation_id(self, scope: Scope, correlation: CorrelationIds, span: Any) -> str:
         raw = None

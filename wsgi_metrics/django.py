@@ -33,7 +33,7 @@ from django.conf import settings as django_settings  # type: ignore[import-untyp
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
-from asgi_metrics.correlation import current_correlation_id
+from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation_ids import CorrelationIds
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
@@ -100,17 +100,6 @@ def _remember_exception(sender: object, request: HttpRequest | None = None, **ex
 got_request_exception.connect(_remember_exception, dispatch_uid="wsgi_metrics.django")
 
 
-def _reset(token: Token[str | None] | None) -> None:
-    if token is not None:
-        # try/except rather than contextlib.suppress: per request, and cheaper.
-        try:  # noqa: SIM105
-            current_correlation_id.reset(token)
-        except ValueError:
-            # Django's ASGI handler closes a streaming response through sync_to_async, in a
-            # copied context; the request's task (and with it the ID) ends right after.
-            pass
-
-
 class _Pending:
     """One counted request in progress (what ``_finish`` needs besides the request)."""
 
@@ -166,7 +155,7 @@ class MetricsMiddleware:
         except BaseException as exc:  # DEBUG_PROPAGATE_EXCEPTIONS, or a server-level error
             if pending is not None:
                 self._finish(request, pending, 500, exc)
-            _reset(token)
+            reset_correlation_id(token)
             raise
         self._response(request, response, pending, token, cid)
         return response
@@ -190,7 +179,7 @@ class MetricsMiddleware:
                 cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
                 status = CLIENT_CLOSED_STATUS if cancelled else 500
                 self._finish(request, pending, status, exc)
-            _reset(token)
+            reset_correlation_id(token)
             raise
         self._response(request, response, pending, token, cid)
         return response
@@ -247,7 +236,7 @@ class MetricsMiddleware:
             if pending is not None:
                 size = len(response.content) if self.recorder.wants_response_size else None
                 self._finish(request, pending, status, response_size=size)
-            _reset(token)
+            reset_correlation_id(token)
             return
         # Streamed after we return: record when the server closes the response (Django's
         # WSGI and ASGI handlers both call close() after the last chunk; under WSGI a
@@ -269,14 +258,14 @@ class MetricsMiddleware:
                         closed = True
                         if pending is not None:
                             self._finish(request, pending, status, ttfb=ttfb)
-                        _reset(token)
+                        reset_correlation_id(token)
 
             response.close = close_and_record
         except Exception as failure:
             self.recorder.failures.report("observing a streaming response", failure)
             if pending is not None:
                 self._finish(request, pending, status)
-            _reset(token)
+            reset_correlation_id(token)
 
     def _finish(
         self,

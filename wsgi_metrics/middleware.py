@@ -34,7 +34,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
-from asgi_metrics.correlation import current_correlation_id
+from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation_ids import CorrelationIds
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
@@ -355,13 +355,7 @@ class _Exchange:
         token = self.token
         if token is not None:
             self.token = None
-            # try/except rather than contextlib.suppress: per request, and cheaper.
-            try:  # noqa: SIM105
-                current_correlation_id.reset(token)
-            except ValueError:
-                # close() in another context than the call (an async bridge running each
-                # step in a copied context): the ID was never set in this one.
-                pass
+            reset_correlation_id(token)
 
     def answer_error(
         self, start_response: StartResponse, exc: Exception
