@@ -55,11 +55,12 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     name = header[0]
     size = len(name)
     for key, _ in headers:
-        # Exact match first (apps normally send lower-case names); lower() only for a
-        # name of the same length.
-        if key == name or (len(key) == size and bytes(key).lower() == name):
+        # The length first: most names differ in it, and it costs no copy.
+        if len(key) == size and key.lower() == name:
             return message
-    return {**message, "headers": [*headers, header]}
+    started = message.copy()  # cheaper than {**message, ...} on this per-request path
+    started["headers"] = [*headers, header]
+    return started
 
 
 def _outer_layer_answers(scope: Scope) -> bool:
