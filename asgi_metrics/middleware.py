@@ -58,7 +58,7 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
         # The length first: most names differ in it, and it costs no copy.
         if len(key) == size and key.lower() == name:
             return message
-    started = message.copy()  # cheaper than {**message, ...} on this per-request path
+    started: Message = dict(message)  # cheaper than {**message, ...} on this hot path
     started["headers"] = [*headers, header]
     return started
 
