@@ -16,7 +16,7 @@ from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds
 from .failures import FailureLog, logger
 from .label_cap import OVERFLOW
-from .labels import OTHER_STATUS, method_label, status_labels
+from .labels import OTHER_STATUS, status_labels
 from .metrics_auth import MetricsAuth
 from .multiprocess import (
     check_directory,
@@ -120,11 +120,6 @@ class Recorder:
         if self._patterns:
             return not any(pattern.fullmatch(path) for pattern in self._patterns)
         return True
-
-    @staticmethod
-    def method(raw: object) -> str:
-        """The label value for a raw request method."""
-        return method_label(raw)
 
     def start(self, method: str, scheme: str = "http") -> bool:
         """A request arrived. Returns whether it was counted in flight (pass that on to

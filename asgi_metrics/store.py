@@ -115,14 +115,6 @@ class RequestStore:
         except KeyError:
             in_flight[method] = 1
 
-    def end(self, method: str) -> None:
-        """One request of ``method`` fewer in flight. Pairs with :meth:`start`."""
-        in_flight = self._shard().in_flight
-        try:
-            in_flight[method] -= 1
-        except KeyError:  # started in another thread: the shards still sum right
-            in_flight[method] = -1
-
     def observe(self, key: Key, duration: float, ended: str | None = None) -> None:
         """Count one finished request under ``key`` = (method, route, status).
 
@@ -230,10 +222,6 @@ class RequestStore:
                 alive.append(shard)
         self._shards = alive
 
-    def shard_count(self) -> int:
-        """How many live shards there are (for tests and diagnostics)."""
-        with self._lock:
-            return len(self._shards)
 
 
 def _add_shard(total: Snapshot | _Shard, shard: _Shard) -> None:

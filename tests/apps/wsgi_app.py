@@ -1,7 +1,6 @@
-"""A tiny raw WSGI app for the multiprocess tests (gunicorn sync and gthread workers).
-
-It records through the framework-agnostic core (:class:`asgi_metrics.recorder.Recorder`)
-the way a WSGI adapter does, with the same endpoints as :mod:`tests.apps.asgi_app`.
+"""A tiny raw WSGI app for the multiprocess tests (gunicorn sync and gthread workers),
+instrumented by :class:`wsgi_metrics.MetricsMiddleware` with a ``route_resolver``, and with
+the same endpoints as :mod:`tests.apps.asgi_app`.
 """
 
 from __future__ import annotations
@@ -9,19 +8,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from time import perf_counter
 from typing import Any
 
-from asgi_metrics.labels import UNMATCHED_ROUTE
-from asgi_metrics.recorder import Recorder
-from asgi_metrics.settings import Settings
+from wsgi_metrics import MetricsMiddleware
 
-recorder = Recorder(Settings.build({}))
 StartResponse = Callable[..., Any]
 
 
-def _route(path: str) -> tuple[str, int, bytes, float]:
-    """(route template, status, body, seconds to sleep) for ``path``."""
+def _route(path: str) -> tuple[str | None, int, bytes, float]:
+    """(route template or None, status, body, seconds to sleep) for ``path``."""
     if path == "/pid":
         return "/pid", 200, str(os.getpid()).encode(), 0.0
     if path.startswith("/sleep/") and path[7:].isdigit():
@@ -33,28 +28,24 @@ def _route(path: str) -> tuple[str, int, bytes, float]:
     if path == "/boom":
         return "/boom", 500, b"boom", 0.0
     if path == "/hang":
+        return "/hang", 200, b"woke", 60.0
+    return None, 404, b"not found", 0.0
+
+
+def _app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ.get("PATH_INFO", "/")
+    route, status, body, pause = _route(path)
+    if route == "/boom":
+        raise RuntimeError("always fails")
+    if route == "/hang":
         with open(os.environ["HANG_PID_FILE"], "w") as file:
             file.write(str(os.getpid()))
-        return "/hang", 200, b"woke", 60.0
-    return UNMATCHED_ROUTE, 404, b"not found", 0.0
-
-
-def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-    path = environ.get("PATH_INFO", "/")
-    if path == "/metrics":
-        status, headers, body = recorder.exposition.respond(
-            environ["REQUEST_METHOD"], environ.get("HTTP_ACCEPT"),
-            environ.get("HTTP_ACCEPT_ENCODING"),
-        )
-        start_response(f"{status} X", headers)
-        return [body]
-    start = perf_counter()
-    method = recorder.method(environ.get("REQUEST_METHOD"))
-    in_flight = recorder.start(method)
-    route, status, body, pause = _route(path)
     if pause:
         time.sleep(pause)
     start_response(f"{status} X", [("Content-Length", str(len(body)))])
-    exc = RuntimeError("always fails") if route == "/boom" else None
-    recorder.finish(method, route, status, perf_counter() - start, in_flight=in_flight, exc=exc)
     return [body]
+
+
+app = MetricsMiddleware(
+    _app, route_resolver=lambda environ: _route(environ.get("PATH_INFO", "/"))[0]
+)
