@@ -1,19 +1,10 @@
 """The pure ASGI middleware.
 
 It passes every message through unchanged; it only looks at them (with ``correlation_id=True``
-it adds one header to ``http.response.start``, the one change it makes). A request is timed
+it adds one header to ``http.response.start``, the one change it makes; see
+:mod:`asgi_metrics.asgi_correlation`). A request is timed
 from its arrival to the moment the app hands the last body message to the server, so a
 streaming response is timed in full and work after the response (background tasks) is not.
-
-Unhandled exceptions with ``correlation_id=True``: the 500 for them is normally sent by a
-layer *outside* this middleware (Starlette's ``ServerErrorMiddleware``, which
-``add_middleware`` always keeps outermost, or the server), through a ``send`` this middleware
-never sees, so it could not carry the header. So when the response has not started, this
-middleware sends that 500 itself (the same plain ``Internal Server Error`` Starlette and
-uvicorn send), with the header, then re-raises: the outer layer sees the response started
-and only logs. It steps aside when the Starlette app in ``scope["app"]`` would answer
-differently (``debug=True`` or a handler for ``500``/``Exception``); those handlers can read
-:func:`~asgi_metrics.get_correlation_id`, which stays set after an unhandled exception.
 """
 
 from __future__ import annotations
@@ -23,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
+from .asgi_correlation import answer_error, correlation_id_for, serve_uncounted, with_header
 from .correlation import current_correlation_id, reset_correlation_id
 from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
-from .correlation_ids import CorrelationIds, new_id
+from .correlation_ids import CorrelationIds
 from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds, current_span_ids, sampled_span
@@ -36,43 +28,6 @@ from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 RouteResolver = Callable[[Scope], "str | None"]
-
-_ERROR_BODY = b"Internal Server Error"
-_ERROR_START: Message = {
-    "type": "http.response.start",
-    "status": 500,
-    "headers": [
-        (b"content-type", b"text/plain; charset=utf-8"),
-        (b"content-length", str(len(_ERROR_BODY)).encode()),
-    ],
-}
-
-
-def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
-    """``message`` (an ``http.response.start``) with ``header`` added, unless the app set
-    that header itself. A copy: the app's message object is not changed."""
-    headers = message.get("headers") or ()
-    name = header[0]
-    size = len(name)
-    for key, _ in headers:
-        # The length first: most names differ in it, and it costs no copy.
-        if len(key) == size and key.lower() == name:
-            return message
-    started: Message = dict(message)  # cheaper than {**message, ...} on this hot path
-    started["headers"] = [*headers, header]
-    return started
-
-
-def _outer_layer_answers(scope: Scope) -> bool:
-    """Whether the Starlette app around us answers unhandled exceptions its own way."""
-    app = scope.get("app")
-    if app is None:
-        return False
-    if getattr(app, "debug", False):
-        return True
-    handlers = getattr(app, "exception_handlers", None) or {}
-    return 500 in handlers or Exception in handlers
-
 
 class MetricsMiddleware:
     """Counts and times every HTTP request and serves ``/metrics``.
@@ -146,7 +101,7 @@ class MetricsMiddleware:
             correlation = self._correlation
             span = sampled_span() if self._span_at_start else None
             if correlation is not None:
-                cid = self._correlation_id(scope, correlation, span)
+                cid = correlation_id_for(scope, correlation, span, recorder.failures)
                 token = current_correlation_id.set(cid)
                 id_header = (correlation.header_bytes, cid.encode("ascii"))
             if isinstance(path, str) and path not in self._excluded and (
@@ -185,7 +140,7 @@ class MetricsMiddleware:
             if id_header is None:
                 await self.app(scope, receive, send)
             else:
-                await self._uncounted(scope, receive, send, id_header)
+                await serve_uncounted(self.app, scope, receive, send, id_header)
                 reset_correlation_id(token)
             return
 
@@ -198,7 +153,7 @@ class MetricsMiddleware:
         except BaseException as exc:
             if not exchange.done:
                 if not exchange.status and id_header is not None and isinstance(exc, Exception):
-                    await self._answer_error(scope, send, id_header)
+                    await answer_error(scope, send, id_header)
                 exchange.finish(
                     exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500),
                     exc,
@@ -217,62 +172,6 @@ class MetricsMiddleware:
         # ends with its task anyway).
         if token is not None:
             reset_correlation_id(token)
-
-    def _correlation_id(self, scope: Scope, correlation: CorrelationIds, span: Any) -> str:
-        raw = None
-        name = correlation.header_bytes
-        # ASGI servers hand header names over lower-cased, so plain equality finds it.
-        for key, value in scope.get("headers") or ():
-            if key == name:
-                raw = value
-                break
-        if span is None:
-            # The common cases checked on the bytes, before decoding (the rest is the
-            # shared decision in CorrelationIds.for_request).
-            if raw is None:
-                if not correlation.use_trace_id:
-                    return new_id()
-            elif correlation.plain_check_bytes is not None and correlation.plain_check_bytes(raw):
-                return bytes(raw).decode("ascii")
-        incoming = None if raw is None else bytes(raw).decode("latin-1")
-        client = scope.get("client")
-        return correlation.for_request(
-            incoming, client[0] if client else None, span, self.recorder.failures
-        )
-
-    async def _uncounted(
-        self, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
-    ) -> None:
-        """An excluded path: not counted, but it still gets its correlation ID."""
-        started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if message.get("type") == "http.response.start":
-                started = True
-                message = _with_header(message, id_header)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            if not started:
-                await self._answer_error(scope, send, id_header)
-            raise
-
-    async def _answer_error(
-        self, scope: Scope, send: Send, id_header: tuple[bytes, bytes]
-    ) -> None:
-        """Send the 500 for an unhandled exception, with the correlation header (see the
-        module docs for why here)."""
-        if _outer_layer_answers(scope):
-            return
-        try:
-            await send(_with_header(_ERROR_START, id_header))
-            await send({"type": "http.response.body", "body": _ERROR_BODY})
-        except Exception:  # the client is gone, or the server refuses: its own 500 stands
-            pass
-
 
 class _Exchange:
     """One request in progress: watches the messages going by, records the request once
@@ -339,7 +238,7 @@ class _Exchange:
             if message.get("trailers"):
                 self.trailers = True
             if self.id_header is not None:
-                message = _with_header(message, self.id_header)
+                message = with_header(message, self.id_header)
         elif not self.done and (
             kind == "http.response.pathsend"
             or (kind == "http.response.zerocopysend" and not message.get("more_body"))

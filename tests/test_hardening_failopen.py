@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+import asgi_metrics.asgi_correlation
 import asgi_metrics.correlation_ids
 import asgi_metrics.middleware
 from asgi_metrics import MetricsMiddleware
@@ -108,8 +109,8 @@ def _store_method(name: str) -> Fault:
 
 
 def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Both callers: the middleware's fast path and the policy object's.
-    monkeypatch.setattr(asgi_metrics.middleware, "new_id", _raise)
+    # Both callers: the ASGI fast path and the policy object's.
+    monkeypatch.setattr(asgi_metrics.asgi_correlation, "new_id", _raise)
     monkeypatch.setattr(asgi_metrics.correlation_ids, "new_id", _raise)
 
 
