@@ -101,12 +101,70 @@ def build_otel(extra_routes: int = 0) -> ASGIApp:
     return app
 
 
+def build_ours_correlation(extra_routes: int = 0) -> ASGIApp:
+    """Ours with correlation IDs on (no incoming header: each request generates one)."""
+    from asgi_metrics import MetricsMiddleware
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(
+        MetricsMiddleware, correlation_id=True, **registry_kwargs(MetricsMiddleware)
+    )
+    return app
+
+
+def _with_sampled_span(app: ASGIApp) -> ASGIApp:
+    """``app`` served with a sampled span current, as under an OpenTelemetry middleware.
+
+    The span is made once and only attached per request (an ``attach``/``detach`` pair),
+    so the two span variants below differ only in what our middleware does with it.
+    """
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    span = NonRecordingSpan(SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736, span_id=0x00F067AA0BA902B7,
+        is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    ))
+    with_span = trace.set_span_in_context(span)
+
+    async def traced(scope: Scope, receive: Receive, send: Send) -> None:
+        token = context.attach(with_span)
+        try:
+            await app(scope, receive, send)
+        finally:
+            context.detach(token)
+
+    return traced
+
+
+def _build_ours_in_span(exemplars: bool) -> Callable[[int], ASGIApp]:
+    def build(extra_routes: int = 0) -> ASGIApp:
+        from asgi_metrics import MetricsMiddleware
+
+        app = make_starlette(extra_routes)
+        app.add_middleware(
+            MetricsMiddleware, exemplars=exemplars, **registry_kwargs(MetricsMiddleware)
+        )
+        return _with_sampled_span(app)
+
+    return build
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # "bare", "ours" or "peer"
+    kind: str  # "bare", "ours", "peer", or "option" (ours with an option, vs ours)
     build: Callable[[int], ASGIApp]
 
+
+CORRELATION = "ours + correlation IDs"
+SPAN_NO_EXEMPLARS = "ours in a sampled span, exemplars off"
+SPAN_EXEMPLARS = "ours in a sampled span, exemplars on"
+#: option -> (variant with it, the same without it): the option's cost is the difference.
+OPTION_PAIRS: dict[str, tuple[str, str]] = {
+    "correlation IDs": (CORRELATION, "ours"),
+    "exemplars (sampled span)": (SPAN_EXEMPLARS, SPAN_NO_EXEMPLARS),
+}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare", "bare", build_bare),
@@ -115,6 +173,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("starlette-exporter", "peer", build_starlette_exporter),
     Variant("starlette-prometheus", "peer", build_starlette_prometheus),
     Variant("opentelemetry-instrumentation-asgi", "peer", build_otel),
+    # Our options, measured against ours (see OPTION_PAIRS): what each one adds.
+    Variant(CORRELATION, "option", build_ours_correlation),
+    Variant(SPAN_NO_EXEMPLARS, "option", _build_ours_in_span(exemplars=False)),
+    Variant(SPAN_EXEMPLARS, "option", _build_ours_in_span(exemplars=True)),
 )
 
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
