@@ -34,6 +34,7 @@ from tests.wsgi_support import (  # noqa: E402
     captured_logs,
     environ,
     exceptions,
+    otel_http_points,
     parse,
     requests,
 )
@@ -218,12 +219,7 @@ def test_opentelemetry_metrics_with_url_scheme(mode: str) -> None:
             assert asyncio.run(secure()) == 200
         assert fetch(mode, "/boom/").status == 500
         assert fetch(mode, "/nowhere/").status == 404
-    data = reader.get_metrics_data()
-    assert data is not None
-    found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
-             for m in sm.metrics}
-    points = {frozenset(p.attributes.items()): p.count
-              for p in found["http.server.request.duration"].data.data_points}
+    points, active = otel_http_points(reader)
     get = {("http.request.method", "GET")}
     assert points == {
         frozenset(get | {("url.scheme", "https"), ("http.route", "/echo/<int:n>/"),
@@ -232,7 +228,5 @@ def test_opentelemetry_metrics_with_url_scheme(mode: str) -> None:
                          ("http.response.status_code", 500), ("error.type", "RuntimeError")}): 1,
         frozenset(get | {("url.scheme", "http"), ("http.response.status_code", 404)}): 1,
     }
-    active = {frozenset(p.attributes.items()): p.value
-              for p in found["http.server.active_requests"].data.data_points}
     assert active == {frozenset(get | {("url.scheme", "https")}): 0,
                       frozenset(get | {("url.scheme", "http")}): 0}

@@ -19,7 +19,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.wsgi_support import INVALID_IDS, captured_logs, exceptions, parse, requests
+from tests.wsgi_support import (
+    INVALID_IDS,
+    captured_logs,
+    exceptions,
+    otel_http_points,
+    parse,
+    requests,
+)
 from wsgi_metrics import get_correlation_id
 from wsgi_metrics.flask import Metrics
 
@@ -180,12 +187,7 @@ def test_opentelemetry_metrics_with_url_scheme() -> None:
     assert https.get("/boom").status_code == 500
     assert https.get("/nowhere").status_code == 404
 
-    data = reader.get_metrics_data()
-    assert data is not None
-    found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
-             for m in sm.metrics}
-    points = {frozenset(p.attributes.items()): p.count
-              for p in found["http.server.request.duration"].data.data_points}
+    points, active = otel_http_points(reader)
     get = {("http.request.method", "GET")}
     assert points == {
         frozenset(get | {("url.scheme", "https"), ("http.route", "/echo/<int:n>"),
@@ -194,7 +196,5 @@ def test_opentelemetry_metrics_with_url_scheme() -> None:
                          ("http.response.status_code", 500), ("error.type", "RuntimeError")}): 1,
         frozenset(get | {("url.scheme", "http"), ("http.response.status_code", 404)}): 1,
     }
-    active = {frozenset(p.attributes.items()): p.value
-              for p in found["http.server.active_requests"].data.data_points}
     assert active == {frozenset(get | {("url.scheme", "https")}): 0,
                       frozenset(get | {("url.scheme", "http")}): 0}

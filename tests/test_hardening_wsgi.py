@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.hardening import samples
+from tests.wsgi_support import environ as make_environ
 from wsgi_metrics import MetricsMiddleware
 
 TOKEN = "wsgi-tok-1"  # not a real secret
@@ -58,26 +59,6 @@ def _call(app: Any, environ: dict[str, Any]) -> Any:
     return calls, chunks, None
 
 
-def _environ(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, Any]:
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(b""),
-        "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    environ.update(extra)
-    return environ
-
 
 @pytest.mark.parametrize(
     ("options", "good"),
@@ -89,15 +70,15 @@ def _environ(path: str = "/", method: str = "GET", **extra: Any) -> dict[str, An
 )
 def test_wsgi_metrics_credentials(options: dict[str, Any], good: str) -> None:
     app = MetricsMiddleware(_bare, registry=CollectorRegistry(), **options)
-    assert _call(app, _environ("/hello"))[0][0][0] == "200 OK"
+    assert _call(app, make_environ("/hello"))[0][0][0] == "200 OK"
     for bad in (None, "Bearer nope", "Basic bm9wZTpub3Bl", "garbage"):
         extra = {} if bad is None else {"HTTP_AUTHORIZATION": bad}
-        calls, chunks, _ = _call(app, _environ("/metrics", **extra))
+        calls, chunks, _ = _call(app, make_environ("/metrics", **extra))
         status, headers = calls[0]
         assert status.startswith("401")
         assert any(name == "WWW-Authenticate" for name, _ in headers)
         assert b"http_requests_total" not in b"".join(chunks)
-    calls, chunks, _ = _call(app, _environ("/metrics", HTTP_AUTHORIZATION=good))
+    calls, chunks, _ = _call(app, make_environ("/metrics", HTTP_AUTHORIZATION=good))
     assert calls[0][0] == "200 OK"
     assert sum(samples(b"".join(chunks).decode(), "http_requests_total").values()) == 1
 
@@ -113,7 +94,7 @@ big_latin1 = st.binary(min_size=1000, max_size=9000).map(lambda raw: raw.decode(
 @st.composite
 def environs(draw: st.DrawFn) -> dict[str, Any]:
     body = draw(st.binary(max_size=500))
-    environ = _environ(
+    environ = make_environ(
         draw(latin1.map(lambda p: "/" + p) | st.sampled_from(["/", "/fail", "/x/fail", ""])),
         draw(st.sampled_from(["GET", "POST", "HEAD", "get", "BREW", ""]) | latin1),
         QUERY_STRING=draw(latin1),
@@ -157,7 +138,7 @@ def test_wsgi_middleware_behaves_as_bare(environ: dict[str, Any]) -> None:
     latin1 | st.sampled_from(["application/openmetrics-text; version=1.0.0", "gzip"]),
 ))
 def test_wsgi_metrics_stay_valid_under_any_headers(headers: dict[str, str]) -> None:
-    calls, chunks, exc = _call(WRAPPED, _environ("/metrics", **headers))
+    calls, chunks, exc = _call(WRAPPED, make_environ("/metrics", **headers))
     assert exc is None and calls[0][0] == "200 OK"
     body = b"".join(chunks)
     if ("Content-Encoding", "gzip") in calls[0][1]:

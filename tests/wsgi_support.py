@@ -173,3 +173,21 @@ INVALID_IDS = {
     "empty": "",
     "slash": "a/b",
 }
+
+
+OtelPoints = dict[frozenset[tuple[str, Any]], Any]
+
+
+def otel_http_points(reader: Any) -> tuple[OtelPoints, OtelPoints]:
+    """From an OpenTelemetry ``InMemoryMetricReader``: the request count per attribute set of
+    ``http.server.request.duration``, and the value per attribute set of
+    ``http.server.active_requests``."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    found = {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    counts = {frozenset(p.attributes.items()): p.count
+              for p in found["http.server.request.duration"].data.data_points}
+    active = {frozenset(p.attributes.items()): p.value
+              for p in found["http.server.active_requests"].data.data_points}
+    return counts, active
