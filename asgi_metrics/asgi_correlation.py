@@ -14,9 +14,9 @@ differently (``debug=True`` or a handler for ``500``/``Exception``); those handl
 
 from __future__ import annotations
 
-from typing import Any
-
-from .correlation_ids import CorrelationIds, new_id
+from .correlation_ids import CORRELATION_ID_ATTRIBUTE, CorrelationIds
+from .exemplars import AVAILABLE as OTEL_AVAILABLE
+from .exemplars import sampled_span
 from .failures import FailureLog
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,38 +57,37 @@ def _outer_layer_answers(scope: Scope) -> bool:
     return 500 in handlers or Exception in handlers
 
 
-def correlation_id_for(
-    scope: Scope, correlation: CorrelationIds, span: Any, failures: FailureLog
-) -> str:
-    """The correlation ID for one request: the incoming header if valid, else a new one
-    (the common cases are decided on the raw header bytes, the rest by
-    :meth:`CorrelationIds.for_request`)."""
-    raw = None
-    name = correlation.header_bytes
-    # ASGI servers hand header names over lower-cased, so plain equality finds it.
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            raw = value
-            break
-    if span is None:
-        # The common cases checked on the bytes, before decoding (the rest is the
-        # shared decision in CorrelationIds.for_request).
-        if raw is None:
-            if not correlation.use_trace_id:
-                return new_id()
-        elif correlation.plain_check_bytes is not None and correlation.plain_check_bytes(raw):
-            return bytes(raw).decode("ascii")
-    incoming = None if raw is None else bytes(raw).decode("latin-1")
+def correlation_id_for(scope: Scope, correlation: CorrelationIds, raw: object) -> str:
+    """The correlation ID for one request whose header held ``raw`` (``None``: no header),
+    in the cases the middleware does not decide inline: an invalid or untrusted incoming
+    ID, a configured validator, or the trace ID to use when none came in."""
+    incoming = None if raw is None else bytes(raw).decode("latin-1")  # type: ignore[call-overload]
     client = scope.get("client")
-    return correlation.for_request(
-        incoming, client[0] if client else None, span, failures
-    )
+    return correlation.for_request(incoming, client[0] if client else None)
+
+
+def tag_span(cid: str, failures: FailureLog) -> None:
+    """Set ``cid`` as an attribute of the current sampled span, if there is one."""
+    try:
+        span = sampled_span()
+        if span is not None:
+            span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
+    except Exception as exc:
+        failures.report("setting the correlation ID span attribute", exc)
 
 
 async def serve_uncounted(
-    app: ASGIApp, scope: Scope, receive: Receive, send: Send, id_header: tuple[bytes, bytes]
+    app: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    id_header: tuple[bytes, bytes],
+    failures: FailureLog,
 ) -> None:
-    """An excluded path: not counted, but it still gets its correlation ID."""
+    """An excluded path: not counted, but it still gets its correlation ID (on the
+    response, and on the span when OpenTelemetry is there)."""
+    if OTEL_AVAILABLE:
+        tag_span(id_header[1].decode("ascii"), failures)
     started = False
 
     async def send_with_id(message: Message) -> None:

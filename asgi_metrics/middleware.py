@@ -14,18 +14,23 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-from .asgi_correlation import answer_error, correlation_id_for, serve_uncounted, with_header
+from .asgi_correlation import answer_error, correlation_id_for, serve_uncounted
 from .correlation import current_correlation_id, reset_correlation_id
 from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
-from .correlation_ids import CorrelationIds
+from .correlation_ids import ID_BYTES, MAX_ID_LENGTH, CorrelationIds
 from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import SpanIds, current_span_ids, sampled_span
+from .exemplars import SpanIds, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
+from .request_ids import new_id_pair, take_id_pair
 from .settings import ConfigurationError, Settings
 from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
+
+# Bound once: per request, a call without the attribute lookup.
+_set_correlation_id = current_correlation_id.set
+_reset_correlation_id = current_correlation_id.reset
 
 RouteResolver = Callable[[Scope], "str | None"]
 
@@ -63,10 +68,11 @@ class MetricsMiddleware:
         settings = self.settings
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._exemplars = self.recorder.wants_exemplars
-        # The span is read at the start only for the correlation ID (trace ID as the ID,
-        # the ID as a span attribute). Exemplars read it once, when the request is
-        # recorded: an OpenTelemetry middleware outside us has its span current then too.
-        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
+        # The span is read once, when the request is recorded, for both the exemplar and
+        # the correlation ID span attribute: an OpenTelemetry middleware outside us has
+        # its server span current then, as at the start.
+        self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
+        self._span_lookup = self._exemplars or self._span_attribute
         self._store_only = self.recorder.otel is None
         self._excluded = settings.exclude_paths
         self._patterns = settings.exclude_patterns
@@ -99,11 +105,36 @@ class MetricsMiddleware:
         exchange = None
         try:
             correlation = self._correlation
-            span = sampled_span() if self._span_at_start else None
             if correlation is not None:
-                cid = correlation_id_for(scope, correlation, span, recorder.failures)
-                token = current_correlation_id.set(cid)
-                id_header = (correlation.header_bytes, cid.encode("ascii"))
+                # The common cases inline (a valid incoming ID from anyone, or none and a
+                # new one): this runs on every request. The rest in correlation_id_for.
+                raw = None
+                name = correlation.header_bytes
+                # ASGI servers hand header names over lower-cased: plain equality finds it.
+                for key, value in scope.get("headers") or ():
+                    if key == name:
+                        raw = value
+                        break
+                if raw is None and correlation.generate_when_missing:
+                    try:
+                        cid, value = take_id_pair()
+                    except IndexError:
+                        cid, value = new_id_pair()
+                    id_header = (name, value)
+                elif (
+                    type(raw) is bytes
+                    and correlation.plain
+                    and 0 < len(raw) <= MAX_ID_LENGTH
+                    # The built-in rule in C: letters and digits (bytes.isalnum() is
+                    # ASCII-only), which hex IDs like ours are, else nothing outside ID_BYTES.
+                    and (raw.isalnum() or not raw.translate(None, ID_BYTES))
+                ):
+                    cid = raw.decode("ascii")
+                    id_header = (name, raw)
+                else:
+                    cid = correlation_id_for(scope, correlation, raw)
+                    id_header = (name, cid.encode("ascii"))
+                token = _set_correlation_id(cid)
             if isinstance(path, str) and path not in self._excluded and (
                 not self._patterns or recorder.counts(path)
             ):
@@ -125,9 +156,6 @@ class MetricsMiddleware:
                         recorder.start(method, scheme),
                     )
                     exchange.scheme = scheme
-                if span is not None:
-                    context = span.get_span_context()
-                    exchange.span_ids = (context.trace_id, context.span_id)
                 exchange.id_header = id_header
         except Exception as exc:
             # Fail open: a request we cannot even start measuring is served as if we were
@@ -140,7 +168,9 @@ class MetricsMiddleware:
             if id_header is None:
                 await self.app(scope, receive, send)
             else:
-                await serve_uncounted(self.app, scope, receive, send, id_header)
+                await serve_uncounted(
+                    self.app, scope, receive, send, id_header, recorder.failures
+                )
                 reset_correlation_id(token)
             return
 
@@ -171,7 +201,12 @@ class MetricsMiddleware:
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
         if token is not None:
-            reset_correlation_id(token)
+            # reset_correlation_id inlined (per request).
+            try:  # noqa: SIM105
+                _reset_correlation_id(token)
+            except ValueError:
+                pass
+
 
 class _Exchange:
     """One request in progress: watches the messages going by, records the request once
@@ -180,7 +215,7 @@ class _Exchange:
     __slots__ = (
         "_receive", "_send", "disconnected", "done", "id_header", "in_flight", "method",
         "middleware", "request_size", "response_size", "root_path", "route", "scheme",
-        "scope", "span_ids", "start", "status", "trailers", "ttfb",
+        "scope", "start", "status", "trailers", "ttfb",
     )
 
     def __init__(
@@ -211,8 +246,6 @@ class _Exchange:
         self.request_size = 0
         self.response_size = 0
         self.scheme = "http"
-        #: (trace_id, span_id) of the sampled span active when the request came in.
-        self.span_ids: SpanIds | None = None
         #: The correlation header to add to the response start, or None.
         self.id_header: tuple[bytes, bytes] | None = None
 
@@ -237,8 +270,19 @@ class _Exchange:
             )
             if message.get("trailers"):
                 self.trailers = True
-            if self.id_header is not None:
-                message = with_header(message, self.id_header)
+            header = self.id_header
+            if header is not None:
+                # with_header() inlined (once per request with correlation IDs): a copy
+                # with the header added, unless the app set that header itself.
+                headers = message.get("headers") or ()
+                name = header[0]
+                size = len(name)
+                for key, _ in headers:
+                    if len(key) == size and key.lower() == name:
+                        break
+                else:
+                    message = dict(message)
+                    message["headers"] = [*headers, header]
         elif not self.done and (
             kind == "http.response.pathsend"
             or (kind == "http.response.zerocopysend" and not message.get("more_body"))
@@ -260,19 +304,34 @@ class _Exchange:
             route = UNMATCHED_ROUTE
         self.route = route
         exemplar: SpanIds | None = None
-        if middleware._exemplars:
-            # The span read at the start (with correlation IDs), else the one current
-            # now: an OpenTelemetry middleware's span, outside us or inside.
-            exemplar = self.span_ids
-            if exemplar is None:
-                try:
-                    exemplar = current_span_ids()
-                except Exception as failure:
-                    recorder.failures.report("exemplar lookup", failure)
+        if middleware._span_lookup:
+            # The span current now: an OpenTelemetry middleware's, outside us or inside.
+            try:
+                span = sampled_span()
+                if span is not None:
+                    exemplar = self._use_span(span, recorder)
+            except Exception as failure:
+                recorder.failures.report("span lookup", failure)
         recorder.finish(
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
+
+    def _use_span(self, span: Any, recorder: Recorder) -> SpanIds | None:
+        """The sampled ``span`` current as the request is recorded: it gets the correlation
+        ID as an attribute, and its IDs are the exemplar (when each is on)."""
+        middleware = self.middleware
+        if middleware._span_attribute and self.id_header is not None:
+            try:
+                span.set_attribute(
+                    CORRELATION_ID_ATTRIBUTE, self.id_header[1].decode("ascii")
+                )
+            except Exception as failure:
+                recorder.failures.report("setting the correlation ID span attribute", failure)
+        if not middleware._exemplars:
+            return None
+        context = span.get_span_context()
+        return context.trace_id, context.span_id
 
 
 def _route_path(path: object, root_path: object) -> object:

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -19,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import CorrelationIdFilter, MetricsMiddleware, get_correlation_id
-from asgi_metrics.correlation_ids import new_id
+from asgi_metrics.correlation_ids import VALID_ID
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 pytestmark = pytest.mark.anyio
@@ -152,14 +154,6 @@ async def test_missing_id_is_generated_in_uuid4_form() -> None:
     assert r1.headers["x-request-id"] != r2.headers["x-request-id"]
 
 
-def test_new_id_form() -> None:
-    ids = {new_id() for _ in range(2000)}
-    assert len(ids) == 2000
-    for cid in list(ids)[:200]:
-        parsed = uuid.UUID(cid)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == cid
-
-
 INVALID = [
     pytest.param(b"abc\r\nSet-Cookie: x=1", id="crlf"),
     pytest.param(b"abc\n", id="trailing-lf"),
@@ -193,6 +187,32 @@ async def test_invalid_ids_are_replaced_and_logged_without_raw_value(
 async def test_64_chars_is_still_valid() -> None:
     start, _ = await call_raw(starlette_app(), [(b"x-request-id", b"y" * 64)])
     assert response_id(start) == "y" * 64
+
+
+async def test_builtin_rule_on_every_byte_value() -> None:
+    """The middleware checks incoming IDs on the raw bytes without the regex; each byte
+    value, alone, among letters and digits, or among dashes, is decided as VALID_ID says."""
+    app = starlette_app()
+    for value in range(256):
+        byte = bytes([value])
+        for raw in (byte, b"ab" + byte + b"12", b"a-" + byte + b"-1"):
+            start, _ = await call_raw(app, [(b"x-request-id", raw)])
+            valid = VALID_ID.fullmatch(raw.decode("latin-1")) is not None
+            assert (response_id(start) == raw.decode("latin-1")) is valid, raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(
+    st.binary(max_size=70),
+    st.text(alphabet="abcXYZ019._-/ \x85\u00e9", max_size=70).map(str.encode),
+))
+def test_builtin_rule_on_any_header_value(raw: bytes) -> None:
+    start, _ = asyncio.run(call_raw(_rule_app, [(b"x-request-id", raw)]))
+    valid = VALID_ID.fullmatch(raw.decode("latin-1")) is not None
+    assert (response_id(start) == raw.decode("latin-1")) is valid
+
+
+_rule_app = starlette_app()
 
 
 async def test_header_on_404_and_on_excluded_paths() -> None:

@@ -161,6 +161,8 @@ async def test_correlation_id_span_attribute_and_trace_id_as_id() -> None:
     trace_id = format(span.context.trace_id, "032x")
     assert response.headers["x-request-id"] == trace_id == response.text
     assert span.attributes["correlation.id"] == trace_id
+    # The same span, read once, is the exemplar too.
+    assert f'trace_id="{trace_id}"' in (await get(app, "/metrics", OPENMETRICS)).text
 
     exporter.clear()
     response = await get(app, "/hello", {"X-Request-ID": "given-1"})
@@ -187,3 +189,58 @@ async def test_span_inside_our_middleware_still_gives_trace_exemplar() -> None:
     await get(app, "/hello")
     trace_id = format(server_span(exporter).context.trace_id, "032x")
     assert f'trace_id="{trace_id}"' in (await get(app, "/metrics", OPENMETRICS)).text
+
+
+async def test_correlation_id_attribute_when_otel_is_inside_ours() -> None:
+    """Our middleware outermost: the span only exists inside; the ID still reaches it."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inner = OpenTelemetryMiddleware(
+        Starlette(routes=[Route("/hello", hello)]), tracer_provider=provider
+    )
+    app = MetricsMiddleware(inner, registry=CollectorRegistry(), correlation_id=True)
+    response = await get(app, "/hello", {"X-Request-ID": "inside-1"})
+    assert response.headers["x-request-id"] == "inside-1"
+    assert server_span(exporter).attributes["correlation.id"] == "inside-1"
+
+
+async def test_correlation_id_attribute_on_excluded_paths() -> None:
+    app, exporter, _ = build(correlation_id=True, exclude_paths=["/hello"])
+    response = await get(app, "/hello")
+    cid = response.headers["x-request-id"]
+    assert response.text == cid and len(cid) == 32
+    assert server_span(exporter).attributes["correlation.id"] == cid
+
+
+@pytest.mark.parametrize("broken", ["span lookup", "setting the correlation ID span attribute"])
+async def test_span_failures_keep_the_id_and_the_count(
+    broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The span is read as the request is recorded; when reading it or tagging it fails,
+    the response keeps its correlation header and the request is still counted."""
+    import asgi_metrics.middleware
+
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    span = TracerProvider().get_tracer("test").start_span("server")
+    if broken == "span lookup":
+        monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", fail)
+    else:
+        monkeypatch.setattr(span, "set_attribute", fail)
+        monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", lambda: span)
+    app = Starlette(routes=[Route("/hello", hello)])
+    app.add_middleware(MetricsMiddleware, registry=CollectorRegistry(), correlation_id=True)
+    for _ in range(3):
+        response = await get(app, "/hello", {"X-Request-ID": "kept-1"})
+        assert response.status_code == 200 and response.text == "kept-1"
+        assert response.headers["x-request-id"] == "kept-1"
+    metrics = parse((await get(app, "/metrics", OPENMETRICS)).text)
+    [count] = [
+        s.value for s in metrics["http_requests"].samples
+        if s.name == "http_requests_total" and s.labels.get("route") == "/hello"
+    ]
+    assert count == 3
+    failures = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
+    assert len(failures) == 1 and failures[0].startswith(f"HTTP metrics: {broken} failed")

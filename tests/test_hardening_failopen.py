@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +21,6 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-import asgi_metrics.asgi_correlation
 import asgi_metrics.correlation_ids
 import asgi_metrics.middleware
 from asgi_metrics import MetricsMiddleware
@@ -109,14 +109,17 @@ def _store_method(name: str) -> Fault:
 
 
 def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Both callers: the ASGI fast path and the policy object's.
-    monkeypatch.setattr(asgi_metrics.asgi_correlation, "new_id", _raise)
+    # Every caller: the ASGI fast path (pool, then refill) and the policy object's.
+    monkeypatch.setattr(asgi_metrics.middleware, "take_id_pair", _raise)
+    monkeypatch.setattr(asgi_metrics.middleware, "new_id_pair", _raise)
     monkeypatch.setattr(asgi_metrics.correlation_ids, "new_id", _raise)
 
 
 def _exemplar_store_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if every request ran in a sampled span, so the exemplar is stored, and fails.
-    monkeypatch.setattr(asgi_metrics.middleware, "current_span_ids", lambda: (1, 2))
+    # As if every request ran in a (real, sampled) span, so the exemplar is stored, and
+    # storing it fails.
+    span = TracerProvider().get_tracer("test").start_span("server")
+    monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", lambda: span)
     monkeypatch.setattr(mw.recorder.store, "exemplar", _raise)
 
 
@@ -155,9 +158,9 @@ _user_resolver_raises, "route lookup"
         lambda mw, mp: mp.setattr(mw, "_excluded", _Raising()), "reading the request",
     ),
     # Exemplars are on by default (OpenTelemetry is installed in the test environment).
-    "exemplar lookup": (
-        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "current_span_ids", _raise),
-        "exemplar lookup",
+    "span lookup": (
+        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "sampled_span", _raise),
+        "span lookup",
     ),
     "exemplar store": (_exemplar_store_raises, "recording a request"),
     # These three need correlation IDs on (see WITH_CORRELATION): when making the ID
@@ -166,12 +169,8 @@ _user_resolver_raises, "route lookup"
     "correlation ID choice": (
         lambda mw, mp: mp.setattr(mw._correlation, "choose", _raise), "reading the request",
     ),
-    "span lookup at start": (
-        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "sampled_span", _raise),
-        "reading the request",
-    ),
 }
-WITH_CORRELATION = {"correlation ID generation", "correlation ID choice", "span lookup at start"}
+WITH_CORRELATION = {"correlation ID generation", "correlation ID choice"}
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
