@@ -10,10 +10,8 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
 
 from .exemplars import current_trace_id
-from .failures import FailureLog
 from .request_ids import new_id
 from .settings import Settings
 
@@ -117,33 +115,16 @@ class CorrelationIds:
         )
         return replacement
 
-    def for_request(
-        self,
-        incoming: str | None,
-        client: str | None,
-        span: Any = None,
-        failures: FailureLog | None = None,
-    ) -> str:
+    def for_request(self, incoming: str | None, client: str | None) -> str:
         """The whole decision for one request, shared by every adapter: the ID to use given
-        the header value (``None``: no header), the client address, and the sampled server
-        span read at the start (``None``: none, or not read). The ID is also set on that
-        span as :data:`CORRELATION_ID_ATTRIBUTE`; a failure doing so goes to ``failures``.
-        """
-        if span is None:
-            # The common cases in one step: a valid incoming ID, or none and no span.
-            if incoming is None:
-                if not self.use_trace_id:
-                    return new_id()
-            elif self.plain_check is not None and self.plain_check(incoming) is not None:
-                return incoming
+        the header value (``None``: no header) and the client address."""
+        # The common cases in one step: a valid incoming ID, or none and no trace ID wanted.
+        if incoming is None:
+            if not self.use_trace_id:
+                return new_id()
+        elif self.plain_check is not None and self.plain_check(incoming) is not None:
+            return incoming
         trace_id = None
         if self.use_trace_id and (incoming is None or not self.valid(incoming)):
             trace_id = current_trace_id()
-        cid = self.choose(incoming, client, trace_id)
-        if span is not None:
-            try:
-                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
-            except Exception as exc:
-                if failures is not None:
-                    failures.report("setting the correlation ID span attribute", exc)
-        return cid
+        return self.choose(incoming, client, trace_id)

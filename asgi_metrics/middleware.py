@@ -20,10 +20,10 @@ from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUT
 from .correlation_ids import ID_BYTES, MAX_ID_LENGTH, CorrelationIds
 from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import SpanIds, sampled_span
+from .exemplars import SpanIds, current_span_ids, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
 from .recorder import Recorder
-from .request_ids import new_id_pair, take_id_pair
+from .request_ids import new_id, take_id
 from .settings import ConfigurationError, Settings
 from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -72,7 +72,6 @@ class MetricsMiddleware:
         # the correlation ID span attribute: an OpenTelemetry middleware outside us has
         # its server span current then, as at the start.
         self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
-        self._span_lookup = self._exemplars or self._span_attribute
         self._store_only = self.recorder.otel is None
         self._excluded = settings.exclude_paths
         self._patterns = settings.exclude_patterns
@@ -117,10 +116,10 @@ class MetricsMiddleware:
                         break
                 if raw is None and correlation.generate_when_missing:
                     try:
-                        cid, value = take_id_pair()
+                        cid = take_id()
                     except IndexError:
-                        cid, value = new_id_pair()
-                    id_header = (name, value)
+                        cid = new_id()
+                    id_header = (name, cid.encode("ascii"))
                 elif (
                     type(raw) is bytes
                     and correlation.plain
@@ -304,12 +303,17 @@ class _Exchange:
             route = UNMATCHED_ROUTE
         self.route = route
         exemplar: SpanIds | None = None
-        if middleware._span_lookup:
-            # The span current now: an OpenTelemetry middleware's, outside us or inside.
+        # The span current now: an OpenTelemetry middleware's, outside us or inside.
+        if middleware._span_attribute:
             try:
                 span = sampled_span()
                 if span is not None:
                     exemplar = self._use_span(span, recorder)
+            except Exception as failure:
+                recorder.failures.report("span lookup", failure)
+        elif middleware._exemplars:
+            try:
+                exemplar = current_span_ids()
             except Exception as failure:
                 recorder.failures.report("span lookup", failure)
         recorder.finish(

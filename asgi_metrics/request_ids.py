@@ -26,34 +26,27 @@ _BATCH_SET = sum(_VERSION_4_VARIANT_RFC << (_ID_BITS * i) for i in range(_BATCH)
 
 _generator = random.Random(os.urandom(32))
 _getrandbits = _generator.getrandbits
-# New IDs, each as text and as ASCII bytes (what an ASGI header needs). list.extend and
-# list.pop are atomic: threads share the pool without a lock. Two threads finding it empty
-# at once both refill it, which only draws more IDs.
-_pool: list[tuple[str, bytes]] = []
+# list.extend and list.pop are atomic: threads share the pool without a lock. Two threads
+# finding it empty at once both refill it, which only draws more IDs.
+_pool: list[str] = []
 
-#: Pops a new ``(id, id as bytes)`` pair; raises ``IndexError`` when the pool is empty
-#: (then :func:`new_id_pair` refills it). For the per-request path, which saves a call.
-take_id_pair = _pool.pop
-
-
-def new_id_pair() -> tuple[str, bytes]:
-    """A new ID (see :func:`new_id`) and its ASCII bytes."""
-    try:
-        return take_id_pair()
-    except IndexError:
-        bits = (_getrandbits(_ID_BITS * _BATCH) & _BATCH_MASK) | _BATCH_SET
-        text = bits.to_bytes(_BATCH * 16, "big").hex(" ", 16)
-        pairs = list(zip(text.split(), text.encode("ascii").split(), strict=True))
-        # This thread keeps one of the new batch for itself: other threads emptying the
-        # pool again meanwhile cannot leave it without an ID.
-        mine = pairs.pop()
-        _pool.extend(pairs)
-        return mine
+#: Pops a new ID; raises ``IndexError`` when the pool is empty (then :func:`new_id` refills
+#: it). For the per-request paths: a builtin call, no Python frame.
+take_id = _pool.pop
 
 
 def new_id() -> str:
     """A new ID in ``uuid.uuid4().hex`` form: 32 lower-case hex digits, version 4."""
-    return new_id_pair()[0]
+    try:
+        return take_id()
+    except IndexError:
+        bits = (_getrandbits(_ID_BITS * _BATCH) & _BATCH_MASK) | _BATCH_SET
+        ids = bits.to_bytes(_BATCH * 16, "big").hex(" ", 16).split()
+        # This thread keeps one of the new batch for itself: other threads emptying the
+        # pool again meanwhile cannot leave it without an ID.
+        mine = ids.pop()
+        _pool.extend(ids)
+        return mine
 
 
 def _after_fork_in_child() -> None:

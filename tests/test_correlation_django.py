@@ -207,6 +207,18 @@ def test_exemplar_from_a_span_around_the_request(mode: str) -> None:
 
 
 @MODES
+@pytest.mark.parametrize("path", ["/echo/5/", "/stream/", "/boom/", "/echo/3/"])
+def test_correlation_id_attribute_on_the_span(mode: str, path: str) -> None:
+    """Read once as the response passes back: plain, streaming, Django's 500, and an
+    excluded path (not counted, still correlated)."""
+    tracer = TracerProvider().get_tracer("tests")
+    with configure(exclude_paths=["/echo/3/"]), tracer.start_as_current_span("around") as span:
+        got = fetch(mode, path, {"X-Request-ID": "span-1"})
+    assert got.ids == ["span-1"]
+    assert span.attributes is not None and span.attributes["correlation.id"] == "span-1"
+
+
+@MODES
 def test_opentelemetry_metrics_with_url_scheme(mode: str) -> None:
     reader = InMemoryMetricReader()
     with configure(meter_provider=MeterProvider(metric_readers=[reader])):

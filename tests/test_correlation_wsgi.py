@@ -377,6 +377,40 @@ def test_exemplar_is_the_outer_opentelemetry_server_span(path: str, correlation:
     trace_id, span_id = server_span_ids(exporter)
     assert trace_id == parent_trace and span_id != parent_span
     assert exemplar_ids(mw, path) == {(trace_id, span_id)}
+    # The same span read once carries the correlation ID (also when the app raised
+    # before starting its response).
+    [span] = [s for s in exporter.get_finished_spans() if s.kind.name == "SERVER"]
+    attributes = span.attributes or {}
+    if correlation:
+        [cid] = header(server)
+        assert attributes.get("correlation.id") == cid
+    else:
+        assert "correlation.id" not in attributes
+
+
+@pytest.mark.parametrize("broken", ["span lookup", "setting the correlation ID span attribute"])
+def test_span_failures_keep_the_id_and_the_count(
+    broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import wsgi_metrics.middleware
+
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    span = TracerProvider().get_tracer("test").start_span("server")
+    if broken == "span lookup":
+        monkeypatch.setattr(wsgi_metrics.middleware, "sampled_span", fail)
+    else:
+        monkeypatch.setattr(span, "set_attribute", fail)
+        monkeypatch.setattr(wsgi_metrics.middleware, "sampled_span", lambda: span)
+    mw = wrap()
+    for _ in range(3):
+        server, body = call(mw, HTTP_X_REQUEST_ID="kept-1")
+        assert server.status.startswith("200") and body == b"kept-1"
+        assert header(server) == ["kept-1"]
+    assert requests(scrape(mw))[("GET", "echo", "200")] == 3
+    failures = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
+    assert len(failures) == 1 and failures[0].startswith(f"HTTP metrics: {broken} failed")
 
 
 def test_exemplar_with_opentelemetry_inside_and_with_a_span_started_around_the_call() -> None:

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -110,16 +109,14 @@ def _store_method(name: str) -> Fault:
 
 def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
     # Every caller: the ASGI fast path (pool, then refill) and the policy object's.
-    monkeypatch.setattr(asgi_metrics.middleware, "take_id_pair", _raise)
-    monkeypatch.setattr(asgi_metrics.middleware, "new_id_pair", _raise)
+    monkeypatch.setattr(asgi_metrics.middleware, "take_id", _raise)
+    monkeypatch.setattr(asgi_metrics.middleware, "new_id", _raise)
     monkeypatch.setattr(asgi_metrics.correlation_ids, "new_id", _raise)
 
 
 def _exemplar_store_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if every request ran in a (real, sampled) span, so the exemplar is stored, and
-    # storing it fails.
-    span = TracerProvider().get_tracer("test").start_span("server")
-    monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", lambda: span)
+    # As if every request ran in a sampled span, so the exemplar is stored, and fails.
+    monkeypatch.setattr(asgi_metrics.middleware, "current_span_ids", lambda: (1, 2))
     monkeypatch.setattr(mw.recorder.store, "exemplar", _raise)
 
 
@@ -159,7 +156,7 @@ _user_resolver_raises, "route lookup"
     ),
     # Exemplars are on by default (OpenTelemetry is installed in the test environment).
     "span lookup": (
-        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "sampled_span", _raise),
+        lambda mw, mp: mp.setattr(asgi_metrics.middleware, "current_span_ids", _raise),
         "span lookup",
     ),
     "exemplar store": (_exemplar_store_raises, "recording a request"),

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from asgi_metrics.request_ids import new_id, new_id_pair
+from asgi_metrics.request_ids import new_id
 
 
 def test_form_of_many_batches() -> None:
@@ -17,12 +17,6 @@ def test_form_of_many_batches() -> None:
     for cid in ids:
         parsed = uuid.UUID(cid)
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == cid
-
-
-def test_pair_is_the_id_and_its_bytes() -> None:
-    for _ in range(300):
-        text, raw = new_id_pair()
-        assert raw == text.encode("ascii") and len(text) == 32
 
 
 def test_unique_across_threads() -> None:

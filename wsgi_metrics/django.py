@@ -34,7 +34,7 @@ from django.core.signals import got_request_exception  # type: ignore[import-unt
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
 from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation_ids import CorrelationIds
+from asgi_metrics.correlation_ids import CORRELATION_ID_ATTRIBUTE, CorrelationIds
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
@@ -132,9 +132,10 @@ class MetricsMiddleware:
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header
         self._exemplars = self.recorder.wants_exemplars
-        # As in the ASGI middleware: the span is read at the start only for the correlation
-        # ID; exemplars otherwise read it when the response passes back through us.
-        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
+        # As in the ASGI middleware: the span is read once, when the response (or the
+        # exception) passes back through us, for the exemplar and the span attribute.
+        self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
+        self._span_lookup = self._exemplars or self._span_attribute
         self._async = iscoroutinefunction(get_response)
         if self._async:
             # Django looks at this to call us natively in async mode, without adapting.
@@ -153,6 +154,7 @@ class MetricsMiddleware:
         try:
             response = self.get_response(request)
         except BaseException as exc:  # DEBUG_PROPAGATE_EXCEPTIONS, or a server-level error
+            self._observe_span(pending, cid)  # raised through us: still inside the span
             if pending is not None:
                 self._finish(request, pending, 500, exc)
             reset_correlation_id(token)
@@ -175,6 +177,7 @@ class MetricsMiddleware:
         try:
             response = await get_response(request)
         except BaseException as exc:
+            self._observe_span(pending, cid)  # raised through us: still inside the span
             if pending is not None:
                 cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
                 status = CLIENT_CLOSED_STATUS if cancelled else 500
@@ -199,19 +202,36 @@ class MetricsMiddleware:
         correlation = self._correlation
         if correlation is None:
             return pending, None, None
-        span = sampled_span() if self._span_at_start else None
-        if span is not None and pending is not None:
-            context = span.get_span_context()
-            pending.span_ids = (context.trace_id, context.span_id)
         meta = request.META
         incoming = meta.get(correlation.environ_key)
         cid = correlation.for_request(
-            incoming if isinstance(incoming, str) else None,
-            meta.get("REMOTE_ADDR"),
-            span,
-            self.recorder.failures,
+            incoming if isinstance(incoming, str) else None, meta.get("REMOTE_ADDR")
         )
         return pending, current_correlation_id.set(cid), cid
+
+    def _observe_span(self, pending: _Pending | None, cid: str | None) -> None:
+        """Read the current sampled span once: its IDs become the exemplar, and it gets
+        the correlation ID as an attribute (when each is on)."""
+        if not self._span_lookup or (pending is not None and pending.span_ids is not None):
+            return
+        try:
+            if self._span_attribute:
+                span = sampled_span()
+                if span is None:
+                    return
+                try:
+                    span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
+                except Exception as failure:
+                    self.recorder.failures.report(
+                        "setting the correlation ID span attribute", failure
+                    )
+                if pending is not None and self._exemplars:
+                    context = span.get_span_context()
+                    pending.span_ids = (context.trace_id, context.span_id)
+            elif pending is not None:
+                pending.span_ids = current_span_ids()
+        except Exception as failure:
+            self.recorder.failures.report("span lookup", failure)
 
     def _response(
         self,
@@ -227,10 +247,9 @@ class MetricsMiddleware:
                     response[self._header] = cid
             except Exception as failure:
                 self.recorder.failures.report("setting the correlation header", failure)
-        if pending is not None and self._exemplars and pending.span_ids is None:
-            # Read now, while the server span (OpenTelemetry's middleware or instrumentation
-            # outside us) is current; a streaming response is closed in another context.
-            pending.span_ids = current_span_ids()
+        # Read now, while the server span (OpenTelemetry's middleware or instrumentation
+        # outside us) is current; a streaming response is closed in another context.
+        self._observe_span(pending, cid)
         status = getattr(response, "status_code", 0)
         if not getattr(response, "streaming", False):
             if pending is not None:
@@ -293,8 +312,6 @@ class MetricsMiddleware:
         except ValueError:
             request_size = 0
         exemplar = pending.span_ids
-        if exemplar is None and self._exemplars and exc is not None:
-            exemplar = current_span_ids()  # raised through us: still inside the span
         # A non-streaming response is handed over whole: its first byte is its last one,
         # as far as the middleware can tell. Streamed bytes are not counted.
         self.recorder.finish(

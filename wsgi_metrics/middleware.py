@@ -35,7 +35,12 @@ from types import TracebackType
 from typing import Any
 
 from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation_ids import CorrelationIds
+from asgi_metrics.correlation_ids import (
+    CORRELATION_ID_ATTRIBUTE,
+    ID_BYTES,
+    MAX_ID_LENGTH,
+    CorrelationIds,
+)
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.labels import (
@@ -46,7 +51,12 @@ from asgi_metrics.labels import (
     UNMATCHED_ROUTE,
 )
 from asgi_metrics.recorder import Recorder
+from asgi_metrics.request_ids import new_id, take_id
 from asgi_metrics.settings import ConfigurationError, Settings
+
+# Bound once: per request, a call without the attribute lookup.
+_set_correlation_id = current_correlation_id.set
+_reset_correlation_id = current_correlation_id.reset
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
@@ -124,13 +134,14 @@ class MetricsMiddleware:
         self._route_resolver = route_resolver if route_resolver is not None else self._framework
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._exemplars = self.recorder.wants_exemplars
-        # With correlation IDs the span is read when the request arrives (the trace ID as
-        # the ID, the ID as a span attribute); that read also serves the exemplar.
-        self._span_at_start = self._correlation is not None and OTEL_AVAILABLE
+        # The span is read once, when the app starts its response (its span is current
+        # then, from an OpenTelemetry middleware outside us or inside), for both the
+        # exemplar and the correlation ID span attribute.
+        self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
+        self._span_lookup = self._exemplars or self._span_attribute
         # Per-request shortcuts: plain attributes read once, not re-derived per request.
         self._excluded = settings.exclude_paths
         self._patterns = bool(settings.exclude_patterns)
-        self._span_ids = current_span_ids if self._exemplars else None
         # The body classes (without, with len()): the measuring one only when time to
         # first byte or response size is on, so otherwise no chunk costs anything.
         self._body_classes: tuple[type[_Exchange], type[_Exchange]] = (
@@ -179,7 +190,38 @@ class MetricsMiddleware:
         body_classes = self._body_classes
         exchange = body_classes[0](self, environ, start_response, counted)
         if correlation is not None:
-            exchange.correlate(correlation)
+            # The common cases inline (a valid incoming ID from anyone, or none and a new
+            # one): this runs on every request. The rest in CorrelationIds.for_request.
+            try:
+                incoming = environ.get(correlation.environ_key)
+                cid = None
+                if incoming is None:
+                    if correlation.generate_when_missing:
+                        try:
+                            cid = take_id()
+                        except IndexError:
+                            cid = new_id()
+                elif (
+                    type(incoming) is str
+                    and correlation.plain
+                    and 0 < len(incoming) <= MAX_ID_LENGTH
+                ):
+                    # The built-in rule in C, on bytes (str.isalnum() is Unicode-aware and
+                    # slow): letters and digits, else nothing outside ID_BYTES. A value
+                    # that is not latin-1 (against PEP 3333) gets "?": invalid.
+                    raw = incoming.encode("latin-1", "replace")
+                    if raw.isalnum() or not raw.translate(None, ID_BYTES):
+                        cid = incoming
+                if cid is None:
+                    cid = correlation.for_request(
+                        incoming if isinstance(incoming, str) else None,
+                        environ.get("REMOTE_ADDR"),
+                    )
+                exchange.token = _set_correlation_id(cid)
+                exchange.id_header = (correlation.header, cid)
+            except Exception as exc:
+                # Fail open: served without a correlation ID rather than not at all.
+                self.recorder.failures.report("reading the request", exc)
         try:
             result = self.app(environ, exchange.start_response)
         except BaseException as exc:
@@ -202,18 +244,6 @@ class MetricsMiddleware:
             # than a second object.
             exchange.__class__ = body_classes[1]
         return exchange
-
-
-def _with_header(
-    headers: list[tuple[str, str]], header: tuple[str, str]
-) -> list[tuple[str, str]]:
-    """``headers`` plus ``header``, unless the app set that header itself. A new list: the
-    app's may be reused (a module-level constant)."""
-    name = header[0].lower()
-    for key, _ in headers:
-        if key.lower() == name:
-            return headers
-    return [*headers, header]
 
 
 def _outer_layer_answers(environ: Environ, exc: BaseException) -> bool:
@@ -290,25 +320,6 @@ class _Exchange:
         self.id_header: tuple[str, str] | None = None
         self.token: Token[str | None] | None = None
 
-    def correlate(self, correlation: CorrelationIds) -> None:
-        """Set the request's correlation ID (and read its span, which serves as the
-        exemplar too)."""
-        middleware = self.middleware
-        environ = self.environ
-        span = sampled_span() if middleware._span_at_start else None
-        if span is not None:
-            context = span.get_span_context()
-            self.span_ids = (context.trace_id, context.span_id)
-        incoming = environ.get(correlation.environ_key)
-        cid = correlation.for_request(
-            incoming if isinstance(incoming, str) else None,
-            environ.get("REMOTE_ADDR"),
-            span,
-            middleware.recorder.failures,
-        )
-        self.token = current_correlation_id.set(cid)
-        self.id_header = (correlation.header, cid)
-
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
     ) -> Callable[[bytes], object]:
@@ -316,8 +327,17 @@ class _Exchange:
         # Called again with exc_info when the app replaces a failed response. The server's
         # call goes first: if it refuses (headers already sent, it re-raises the app's
         # exception), the status on the wire is still the earlier one.
-        if self.id_header is not None:
-            headers = _with_header(headers, self.id_header)
+        header = self.id_header
+        if header is not None:
+            # The header added unless the app set it itself; in a new list, as the app's
+            # may be reused (a module-level constant).
+            name = header[0].lower()
+            size = len(name)
+            for key, _ in headers:
+                if len(key) == size and key.lower() == name:
+                    break
+            else:
+                headers = [*headers, header]
         if exc_info is None:
             write = self.server_start_response(status, headers)
         else:
@@ -325,13 +345,18 @@ class _Exchange:
             self.exc = exc_info[1]
         self.headers = headers
         if self.span_ids is None:
-            span_ids = self.middleware._span_ids
-            if span_ids is not None:
-                # The app calls start_response inside its own call (or its first
-                # iteration), while an OpenTelemetry middleware's span is current,
-                # outside us or inside; at close() the server may be back in another
-                # context.
-                self.span_ids = span_ids()
+            # The app calls start_response inside its own call (or its first iteration),
+            # while an OpenTelemetry middleware's span is current, outside us or inside;
+            # at close() the server may be back in another context.
+            middleware = self.middleware
+            if middleware._span_attribute:
+                self._read_span()
+            elif middleware._exemplars:
+                # _read_span() inlined for the common case: exemplars only, one call.
+                try:
+                    self.span_ids = current_span_ids()
+                except Exception as exc:
+                    middleware.recorder.failures.report("span lookup", exc)
         try:
             self.status = int(status[:3])
         except (TypeError, ValueError):
@@ -349,6 +374,30 @@ class _Exchange:
                     self.middleware.recorder.failures.report("route lookup", exc)
                     self.route = UNMATCHED_ROUTE
         return write
+
+    def _read_span(self) -> None:
+        """Read the current sampled span: its IDs are the exemplar, and it gets the
+        correlation ID as an attribute (when each is on)."""
+        middleware = self.middleware
+        try:
+            if not middleware._span_attribute:
+                self.span_ids = current_span_ids()
+                return
+            span = sampled_span()
+            if span is None:
+                return
+            if self.id_header is not None:
+                try:
+                    span.set_attribute(CORRELATION_ID_ATTRIBUTE, self.id_header[1])
+                except Exception as exc:
+                    middleware.recorder.failures.report(
+                        "setting the correlation ID span attribute", exc
+                    )
+            if middleware._exemplars:
+                context = span.get_span_context()
+                self.span_ids = (context.trace_id, context.span_id)
+        except Exception as exc:
+            middleware.recorder.failures.report("span lookup", exc)
 
     def release(self) -> None:
         """Reset the correlation ID: the request is over (the server closed its body)."""
@@ -427,8 +476,14 @@ class _Exchange:
             raise
         finally:
             self.finish(None, False, True)
-            if self.token is not None:
-                self.release()
+            token = self.token
+            if token is not None:
+                # release() inlined (per request with correlation IDs).
+                self.token = None
+                try:  # noqa: SIM105
+                    _reset_correlation_id(token)
+                except ValueError:
+                    pass
 
     def __del__(self) -> None:
         # Never closed (the Werkzeug test client with an unbuffered response, a broken
@@ -477,11 +532,11 @@ class _Exchange:
                 else 500
             )
         duration = (perf_counter() if end is None else end) - self.start
-        exemplar = self.span_ids
-        if exemplar is None and not closed and middleware._span_ids is not None:
+        if self.span_ids is None and not closed and middleware._span_lookup:
             # Never started: recorded from the failing call or iteration, where an outer
             # OpenTelemetry middleware's span is still current (at close() it may not be).
-            exemplar = middleware._span_ids()
+            self._read_span()
+        exemplar = self.span_ids
         if exc is None and exemplar is None and recorder.store_only:
             # The common case, and all Recorder.finish would do: straight to the store.
             method = self.method
