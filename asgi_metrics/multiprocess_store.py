@@ -192,18 +192,20 @@ class MultiprocessStore:
             value = self._new_gauge(method)
         value.inc(-1.0)
 
-    def observe(self, key: Key, duration: float, ended: str | None = None) -> None:
+    def observe(
+        self,
+        key: Key,
+        duration: float,
+        ended: str | None = None,
+        exemplar: tuple[int, int] | None = None,
+    ) -> None:
         """Count one finished request under ``key`` = (method, route, status); ``ended`` is
-        the method to take out of the in-flight count at the same time, or ``None``."""
+        the method to take out of the in-flight count at the same time, or ``None``.
+        ``exemplar`` is ignored: prometheus_client's files have no place for exemplars
+        (the recorder does not pass one in this mode)."""
         if ended is not None:
             self.end(ended)
         self._observe(self, self._duration, key, duration)
-
-    def exemplar(
-        self, key: Key, duration: float, trace_id: int, span_id: int, timestamp: float
-    ) -> None:
-        """Exemplars are not supported in multiprocess mode (prometheus_client's files have
-        no place for them): ignored. The recorder does not call this in that mode."""
 
     def observe_extra(
         self,

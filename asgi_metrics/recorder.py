@@ -8,7 +8,6 @@ when its response is complete. Nothing here knows about any framework.
 from __future__ import annotations
 
 import contextlib
-from time import time
 
 from . import otel_metrics
 from .collector import StoreCollector, register
@@ -157,9 +156,7 @@ class Recorder:
         store = self.store
         try:
             key = (method, route, self._status_labels.get(status, OTHER_STATUS))
-            store.observe(key, duration, method if in_flight else None)
-            if exemplar is not None:
-                store.exemplar(key, duration, exemplar[0], exemplar[1], time())
+            store.observe(key, duration, method if in_flight else None, exemplar)
             if self._extras:
                 store.observe_extra(
                     key,

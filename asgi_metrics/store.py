@@ -21,9 +21,10 @@ import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from time import time
 from typing import Any
 
-from .label_cap import OVERFLOW_KEY, LabelSetCap
+from .label_cap import LabelSetCap
 
 Key = tuple[str, str, str]
 Series = list[float]
@@ -115,11 +116,19 @@ class RequestStore:
         except KeyError:
             in_flight[method] = 1
 
-    def observe(self, key: Key, duration: float, ended: str | None = None) -> None:
+    def observe(
+        self,
+        key: Key,
+        duration: float,
+        ended: str | None = None,
+        exemplar: tuple[int, int] | None = None,
+    ) -> None:
         """Count one finished request under ``key`` = (method, route, status).
 
         ``ended`` is the method to take out of the in-flight count at the same time (one
-        shard lookup for both, on the hot path), or ``None``.
+        shard lookup for both, on the hot path), or ``None``. ``exemplar`` is the
+        (trace_id, span_id) of the sampled span it was served in, kept as the latest
+        exemplar of its bucket (the same shard lookup and bucket search), or ``None``.
         """
         try:
             shard = self._local.shard
@@ -138,23 +147,16 @@ class RequestStore:
             series = requests.get(key)
             if series is None:
                 series = requests[key] = [0.0] * self._width
+        index = bisect_left(self.buckets, duration)
         series[0] += duration
-        series[bisect_left(self.buckets, duration) + 1] += 1
-
-    def exemplar(
-        self, key: Key, duration: float, trace_id: int, span_id: int, timestamp: float
-    ) -> None:
-        """Keep the exemplar of the request :meth:`observe` just counted under ``key``."""
-        shard = self._shard()
-        exemplars = shard.exemplars
-        slots = exemplars.get(key)
-        if slots is None:
-            if key not in shard.requests:  # observe() folded it into the overflow series
-                key = OVERFLOW_KEY
-                slots = exemplars.get(key)
+        series[index + 1] += 1
+        if exemplar is not None:
+            # ``key`` is the series counted above (the overflow one past the cap).
+            exemplars = shard.exemplars
+            slots = exemplars.get(key)
             if slots is None:
                 slots = exemplars[key] = [None] * (self._width - 1)
-        slots[bisect_left(self.buckets, duration)] = (trace_id, span_id, duration, timestamp)
+            slots[index] = (exemplar[0], exemplar[1], duration, time())
 
     def observe_extra(
         self,

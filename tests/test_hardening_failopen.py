@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 import asgi_metrics.correlation_ids
 import asgi_metrics.middleware
+import asgi_metrics.store
 from asgi_metrics import MetricsMiddleware
 from tests.support.hardening import Message, call_asgi, http_scope, scrape
 
@@ -117,7 +118,7 @@ def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> No
 def _exemplar_store_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
     # As if every request ran in a sampled span, so the exemplar is stored, and fails.
     monkeypatch.setattr(asgi_metrics.middleware, "current_span_ids", lambda: (1, 2))
-    monkeypatch.setattr(mw.recorder.store, "exemplar", _raise)
+    monkeypatch.setattr(asgi_metrics.store, "time", _raise)
 
 
 def _user_resolver_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:

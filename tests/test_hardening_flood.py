@@ -213,7 +213,8 @@ def test_cap_is_shared_by_all_threads() -> None:
     """Distinct keys are counted across shards, not per thread."""
     import threading
 
-    from asgi_metrics.store import OVERFLOW_KEY, RequestStore
+    from asgi_metrics.label_cap import OVERFLOW_KEY
+    from asgi_metrics.store import RequestStore
 
     store = RequestStore((0.1, 1.0), (10.0,), max_label_sets=100)
 
@@ -252,13 +253,13 @@ def test_max_label_sets_from_environment() -> None:
 
 
 def test_exemplars_follow_the_cap() -> None:
-    from asgi_metrics.store import OVERFLOW_KEY, RequestStore
+    from asgi_metrics.label_cap import OVERFLOW_KEY
+    from asgi_metrics.store import RequestStore
 
     store = RequestStore((0.1, 1.0), (10.0,), max_label_sets=10)
     for index in range(100):
         key = ("GET", f"/{index}", "200")
-        store.observe(key, 0.01)
-        store.exemplar(key, 0.01, index + 1, index + 1, 0.0)
+        store.observe(key, 0.01, None, (index + 1, index + 1))
     snap = store.snapshot()
     assert len(snap.requests) == 10
     assert set(snap.exemplars) <= set(snap.requests)
