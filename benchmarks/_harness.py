@@ -173,6 +173,23 @@ def ratios_to(ours: float | None, others: dict[str, float]) -> dict[str, float |
     return {name: (ours / v if v > 0 else None) for name, v in others.items()}
 
 
+def options_added(
+    outcomes: dict[str, Outcome], pairs: dict[str, tuple[str, str]]
+) -> dict[str, float | None]:
+    """What each of our options adds per request: the median over rounds of (with - without)
+    from the same round. ``pairs``: option -> (variant with it, variant without it)."""
+    added: dict[str, float | None] = {}
+    for option, (with_it, without) in pairs.items():
+        a, b = outcomes.get(with_it), outcomes.get(without)
+        if a is None or b is None or not a.samples_us or not b.samples_us:
+            added[option] = None
+            continue
+        added[option] = round(
+            statistics.median(x - y for x, y in zip(a.samples_us, b.samples_us, strict=False)), 4
+        )
+    return added
+
+
 def summarise(outcomes: dict[str, Outcome], baseline: str) -> dict[str, Any]:
     """Per-variant rows with overhead over ``baseline`` and ours/peer overhead ratios."""
     over = overheads(outcomes, baseline)

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import statistics
 from time import perf_counter
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from benchmarks._harness import BatchRunner, Outcome, clock, counted, interleave, prepare, summarise
+from benchmarks._harness import (
+    BatchRunner,
+    Outcome,
+    clock,
+    counted,
+    interleave,
+    options_added,
+    prepare,
+    summarise,
+)
 from benchmarks.asgi_variants import (
     HIT_BODY,
     HIT_PATH,
@@ -184,22 +192,8 @@ def run_main(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     result["ours_over_floor"] = (
         round(ours / floor_us, 4) if ours is not None and floor_us and floor_us > 0 else None
     )
-    result["options_added_us"] = _options_added(outcomes)
+    result["options_added_us"] = options_added(outcomes, OPTION_PAIRS)
     result["ours_counts_verified"] = verified
     result["params"] = {"n_per_batch": n, "repeats": repeats, "warmup": warmup, "path": HIT_PATH}
     return result
 
-
-def _options_added(outcomes: dict[str, Outcome]) -> dict[str, float | None]:
-    """What each of our options adds per request: the median over rounds of (with - without)
-    from the same round (see ``OPTION_PAIRS``)."""
-    added: dict[str, float | None] = {}
-    for option, (with_it, without) in OPTION_PAIRS.items():
-        a, b = outcomes.get(with_it), outcomes.get(without)
-        if a is None or b is None or not a.samples_us or not b.samples_us:
-            added[option] = None
-            continue
-        added[option] = round(
-            statistics.median(x - y for x, y in zip(a.samples_us, b.samples_us, strict=False)), 4
-        )
-    return added

@@ -10,9 +10,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from benchmarks._harness import counted, interleave, prepare, summarise
+from benchmarks._harness import counted, interleave, options_added, prepare, summarise
 from benchmarks._wsgi_driver import HIT_PATH, check, drive, make_runner
-from benchmarks.wsgi_variants import VARIANTS, make_flask
+from benchmarks.wsgi_variants import OPTION_PAIRS, VARIANTS, make_flask
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,7 @@ def run_flask(n: int, repeats: int, warmup: int) -> dict[str, Any]:
     runners, outcomes = prepare(variants, check, make_runner, warmup)
     interleave(runners, outcomes, n, repeats)
     result = summarise(outcomes, "bare")
+    result["options_added_us"] = options_added(outcomes, OPTION_PAIRS)
     result["ours_counts_verified"] = verify_ours()
     result["params"] = {"n_per_batch": n, "repeats": repeats, "warmup": warmup, "path": HIT_PATH}
     return result

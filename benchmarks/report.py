@@ -91,6 +91,9 @@ def _targets(r: Row) -> list[str]:
                     lambda x: x < 1)
             for option in ("correlation IDs", "exemplars (sampled span)")
         ),
+        _target("Flask: correlation IDs add, µs/request",
+                r.get("wsgi_flask", {}).get("options_added_us", {}).get("correlation IDs"),
+                "< 1", lambda x: x < 1),
     ]
     return _table(["target", "measured", "goal", "status"], rows)
 

@@ -39,6 +39,17 @@ def build_ours() -> WSGIApp:
     return app
 
 
+def build_ours_correlation() -> WSGIApp:
+    """Ours with correlation IDs on (no incoming header: each request generates one)."""
+    from wsgi_metrics import MetricsMiddleware
+
+    app = make_flask()
+    app.wsgi_app = MetricsMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, correlation_id=True, **registry_kwargs(MetricsMiddleware)
+    )
+    return app
+
+
 def build_flask_exporter() -> WSGIApp:
     from prometheus_flask_exporter import PrometheusMetrics
 
@@ -63,6 +74,11 @@ def build_otel() -> WSGIApp:
     return app
 
 
+CORRELATION = "ours + correlation IDs"
+#: option -> (variant with it, variant without it).
+OPTION_PAIRS: dict[str, tuple[str, str]] = {"correlation IDs": (CORRELATION, "ours")}
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -75,6 +91,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ours", "ours", build_ours),
     Variant("prometheus-flask-exporter", "peer", build_flask_exporter),
     Variant("opentelemetry-instrumentation-wsgi", "peer", build_otel),
+    # Our options, measured against ours (see OPTION_PAIRS): what each one adds.
+    Variant(CORRELATION, "option", build_ours_correlation),
 )
 
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
