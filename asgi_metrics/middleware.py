@@ -276,8 +276,9 @@ class _Exchange:
                 headers = message.get("headers") or ()
                 name = header[0]
                 size = len(name)
+                first = name[0]  # name is lower-case: key[0] | 32 screens before lower()
                 for key, _ in headers:
-                    if len(key) == size and key.lower() == name:
+                    if len(key) == size and key[0] | 32 == first and key.lower() == name:
                         break
                 else:
                     message = dict(message)

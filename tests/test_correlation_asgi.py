@@ -308,6 +308,24 @@ async def test_app_set_header_wins_without_duplicate() -> None:
     assert r.headers.get_list("x-request-id") == ["app-chosen"]
 
 
+@pytest.mark.parametrize("name", [b"X-Request-ID", b"X-REQUEST-ID", b"x-request-id"])
+async def test_app_set_header_in_any_case_wins(name: bytes) -> None:
+    """Raw ASGI apps may send header names in any case; a decoy as long as the name
+    (content-type, x-request-ix) must not count as the app's own."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        decoys = [(b"Content-Type", b"text/plain"), (b"X-Request-IX", b"decoy")]
+        own = [] if scope["path"] == "/plain" else [(name, b"app-chosen")]
+        await send({"type": "http.response.start", "status": 200, "headers": decoys + own})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    wrapped = MetricsMiddleware(app, registry=CollectorRegistry(), correlation_id=True)
+    start, _ = await call_raw(wrapped, [(b"x-request-id", b"in-1")], "/own")
+    assert response_id(start) == "app-chosen"
+    start, _ = await call_raw(wrapped, [(b"x-request-id", b"in-2")], "/plain")
+    assert response_id(start) == "in-2"
+
+
 async def test_configurable_header_and_validator() -> None:
     app = starlette_app(
         correlation_header="X-Correlation-ID",

@@ -270,8 +270,11 @@ def test_header_on_404_and_excluded_paths_which_are_not_counted() -> None:
     assert requests(scrape(app)) == {("GET", "missing", "404"): 1}
 
 
-def test_app_set_header_wins_and_headers_list_not_mutated() -> None:
-    own_headers = [("Content-Type", "text/plain"), ("x-request-id", "app-chosen")]
+@pytest.mark.parametrize("name", ["x-request-id", "X-REQUEST-ID", "X-Request-Id"])
+def test_app_set_header_wins_and_headers_list_not_mutated(name: str) -> None:
+    # A decoy as long as the name must not count as the app's own.
+    own_headers = [("Content-Type", "text/plain"), ("X-Request-IX", "decoy"),
+                   (name, "app-chosen")]
     plain_headers = [("Content-Type", "text/plain")]
 
     def own(env: Environ, start_response: StartResponse) -> list[bytes]:

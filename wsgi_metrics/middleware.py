@@ -133,6 +133,9 @@ class MetricsMiddleware:
         self._framework = _framework_resolver(app) if framework is None else framework
         self._route_resolver = route_resolver if route_resolver is not None else self._framework
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        name = settings.correlation_header.lower()
+        #: The correlation header's lower-case name and its initial in both cases.
+        self._id_name = (name, name[0] + name[0].upper())
         self._exemplars = self.recorder.wants_exemplars
         # The span is read once, when the app starts its response (its span is current
         # then, from an OpenTelemetry middleware outside us or inside), for both the
@@ -331,10 +334,12 @@ class _Exchange:
         if header is not None:
             # The header added unless the app set it itself; in a new list, as the app's
             # may be reused (a module-level constant).
-            name = header[0].lower()
+            name, initials = self.middleware._id_name
             size = len(name)
             for key, _ in headers:
-                if len(key) == size and key.lower() == name:
+                # The initial screens before lower() ("Content-Type" is as long as
+                # "X-Request-ID", and in nearly every response).
+                if len(key) == size and key[0] in initials and key.lower() == name:
                     break
             else:
                 headers = [*headers, header]
