@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import random
 import statistics
 import time
 import traceback
@@ -120,13 +121,20 @@ def prepare(
 def interleave(
     runners: dict[str, BatchRunner], outcomes: dict[str, Outcome], n: int, repeats: int
 ) -> None:
-    """Run every runner ``repeats`` times in round-robin order (A B C A B C ...).
+    """Run every runner ``repeats`` times, each round in its own (seeded) shuffled order.
 
+    Shuffled, not round-robin (A B C A B C ...): a batch pays for the caches the batch
+    before it evicted, and in a fixed order one variant would always follow the same one
+    (an option variant always running after OpenTelemetry's would be charged for it).
     Each sample is microseconds per request for one batch of ``n``. A variant that raises
     mid-measurement is marked as an error and dropped from later rounds.
     """
-    for _ in range(repeats):
-        for name, run in list(runners.items()):
+    for round_index in range(repeats):
+        order = list(runners.items())
+        random.Random(round_index).shuffle(order)
+        for name, run in order:
+            if name not in runners:
+                continue
             gc.collect()
             try:
                 elapsed = run(n)
