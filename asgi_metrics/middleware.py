@@ -276,12 +276,13 @@ class _Exchange:
                 headers = message.get("headers") or ()
                 name = header[0]
                 size = len(name)
-                first = name[0]  # name is lower-case: key[0] | 32 screens before lower()
                 for key, _ in headers:
-                    if len(key) == size and key[0] | 32 == first and key.lower() == name:
+                    if len(key) == size and key.lower() == name:
                         break
                 else:
-                    message = dict(message)
+                    # dict.copy(), the cheap clone, when it is a dict (it always is in
+                    # practice; ASGI only asks for a mapping).
+                    message = message.copy() if type(message) is dict else dict(message)
                     message["headers"] = [*headers, header]
         elif not self.done and (
             kind == "http.response.pathsend"
