@@ -155,3 +155,23 @@ async def get_all(app: Any, paths: Iterable[str], method: str = "GET") -> list[i
     async with client(app) as http:
         return [(await http.request(method, path)).status_code for path in paths]
 
+
+#: The span failures the middlewares survive (what each logs as its failure kind).
+SPAN_FAILURES = ("span lookup", "setting the correlation ID span attribute")
+
+
+def break_span(module: Any, broken: str, monkeypatch: Any) -> None:
+    """Make the span read of ``module`` (a middleware module importing ``sampled_span``)
+    fail as ``broken`` says: the lookup raises, or a real SDK span whose set_attribute
+    raises is the current one."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    def fail(*args: Any) -> Any:
+        raise RuntimeError("injected")
+
+    if broken == "span lookup":
+        monkeypatch.setattr(module, "sampled_span", fail)
+        return
+    span = TracerProvider().get_tracer("test").start_span("server")
+    monkeypatch.setattr(span, "set_attribute", fail)
+    monkeypatch.setattr(module, "sampled_span", lambda: span)

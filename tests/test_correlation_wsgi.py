@@ -30,6 +30,7 @@ from werkzeug.debug import DebuggedApplication
 from werkzeug.serving import make_server
 
 import wsgi_metrics
+from tests.helpers import SPAN_FAILURES, break_span
 from tests.wsgi_support import (
     INVALID_IDS,
     Server,
@@ -391,21 +392,13 @@ def test_exemplar_is_the_outer_opentelemetry_server_span(path: str, correlation:
         assert "correlation.id" not in attributes
 
 
-@pytest.mark.parametrize("broken", ["span lookup", "setting the correlation ID span attribute"])
+@pytest.mark.parametrize("broken", SPAN_FAILURES)
 def test_span_failures_keep_the_id_and_the_count(
     broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import wsgi_metrics.middleware
 
-    def fail(*args: Any) -> Any:
-        raise RuntimeError("injected")
-
-    span = TracerProvider().get_tracer("test").start_span("server")
-    if broken == "span lookup":
-        monkeypatch.setattr(wsgi_metrics.middleware, "sampled_span", fail)
-    else:
-        monkeypatch.setattr(span, "set_attribute", fail)
-        monkeypatch.setattr(wsgi_metrics.middleware, "sampled_span", lambda: span)
+    break_span(wsgi_metrics.middleware, broken, monkeypatch)
     mw = wrap()
     for _ in range(3):
         server, body = call(mw, HTTP_X_REQUEST_ID="kept-1")

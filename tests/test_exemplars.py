@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import MetricsMiddleware, get_correlation_id
+from tests.helpers import SPAN_FAILURES, break_span
 
 pytestmark = pytest.mark.anyio
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -213,7 +214,7 @@ async def test_correlation_id_attribute_on_excluded_paths() -> None:
     assert server_span(exporter).attributes["correlation.id"] == cid
 
 
-@pytest.mark.parametrize("broken", ["span lookup", "setting the correlation ID span attribute"])
+@pytest.mark.parametrize("broken", SPAN_FAILURES)
 async def test_span_failures_keep_the_id_and_the_count(
     broken: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -221,15 +222,7 @@ async def test_span_failures_keep_the_id_and_the_count(
     the response keeps its correlation header and the request is still counted."""
     import asgi_metrics.middleware
 
-    def fail(*args: Any) -> Any:
-        raise RuntimeError("injected")
-
-    span = TracerProvider().get_tracer("test").start_span("server")
-    if broken == "span lookup":
-        monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", fail)
-    else:
-        monkeypatch.setattr(span, "set_attribute", fail)
-        monkeypatch.setattr(asgi_metrics.middleware, "sampled_span", lambda: span)
+    break_span(asgi_metrics.middleware, broken, monkeypatch)
     app = Starlette(routes=[Route("/hello", hello)])
     app.add_middleware(MetricsMiddleware, registry=CollectorRegistry(), correlation_id=True)
     for _ in range(3):
