@@ -521,6 +521,37 @@ def test_gunicorn_gthread_sends_our_500_logs_it_and_leaks_no_id(tmp_path: Path) 
         proc.wait(10)
 
 
+def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
+    """``--preload``: the master imported the app (which drew an ID, filling the pool) and
+    forked three workers from it. Every generated ID is distinct, across workers too."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
+         "--preload", "-w", "3", "-k", "sync", "-b", f"127.0.0.1:{port}",
+         "tests.wsgi_correlation_app:app"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fetch(port, "/peek")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no gunicorn"
+                time.sleep(0.1)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: fetch(port, "/pid"), range(90)))
+        pids = {body for _, _, body in answers}
+        ids = [headers["x-request-id"] for _, headers, _ in answers]
+        assert len(pids) >= 2, pids  # the requests did spread over the workers
+        assert all(HEX32.fullmatch(cid) for cid in ids)
+        assert len(set(ids)) == len(ids) == 90
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
