@@ -48,16 +48,12 @@ class CorrelationIds:
         #: The WSGI ``environ`` key of the header.
         self.environ_key = "HTTP_" + settings.correlation_header.upper().replace("-", "_")
         self.use_trace_id = settings.trace_id_as_correlation_id
-        #: Whether a request without the header simply gets a new ID.
-        self.generate_when_missing = not self.use_trace_id
         self._validator: Callable[[str], object] | None = settings.correlation_id_validator
         self._proxies = settings.trusted_proxies
         self._trusted: dict[str, bool] = {}
-        # The common configuration (built-in rule, no proxy list) gets a one-call check.
-        plain = self._validator is None and not self._proxies
-        #: Whether the built-in rule alone decides (the ASGI middleware checks it inline).
-        self.plain = plain
-        self.plain_check = VALID_ID.fullmatch if plain else None
+        #: Whether the built-in rule alone decides (no validator, no proxy list): the
+        #: common configuration, which the middlewares check inline.
+        self.plain = self._validator is None and not self._proxies
 
     def trusts(self, client: str | None) -> bool:
         """Whether incoming IDs from ``client`` (an IP address) are taken."""
@@ -100,8 +96,6 @@ class CorrelationIds:
         """
         if incoming is None:
             return trace_id or new_id()
-        if self.plain_check is not None and self.plain_check(incoming) is not None:
-            return incoming
         valid = self.valid(incoming)
         if valid and self.trusts(client):
             return incoming
@@ -122,7 +116,7 @@ class CorrelationIds:
         if incoming is None:
             if not self.use_trace_id:
                 return new_id()
-        elif self.plain_check is not None and self.plain_check(incoming) is not None:
+        elif self.plain and VALID_ID.fullmatch(incoming) is not None:
             return incoming
         trace_id = None
         if self.use_trace_id and (incoming is None or not self.valid(incoming)):

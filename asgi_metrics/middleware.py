@@ -114,7 +114,7 @@ class MetricsMiddleware:
                     if key == name:
                         raw = value
                         break
-                if raw is None and correlation.generate_when_missing:
+                if raw is None and not correlation.use_trace_id:
                     try:
                         cid = take_id()
                     except IndexError:

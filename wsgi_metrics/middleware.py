@@ -199,7 +199,7 @@ class MetricsMiddleware:
                 incoming = environ.get(correlation.environ_key)
                 cid = None
                 if incoming is None:
-                    if correlation.generate_when_missing:
+                    if not correlation.use_trace_id:
                         try:
                             cid = take_id()
                         except IndexError:
