@@ -30,7 +30,6 @@ from .types import ASGIApp, Message, Receive, Scope, Send
 
 # Bound once: per request, a call without the attribute lookup.
 _set_correlation_id = current_correlation_id.set
-_reset_correlation_id = current_correlation_id.reset
 
 RouteResolver = Callable[[Scope], "str | None"]
 
@@ -200,11 +199,7 @@ class MetricsMiddleware:
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
         if token is not None:
-            # reset_correlation_id inlined (per request).
-            try:  # noqa: SIM105
-                _reset_correlation_id(token)
-            except ValueError:
-                pass
+            reset_correlation_id(token)
 
 
 class _Exchange:

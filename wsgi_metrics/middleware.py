@@ -56,7 +56,6 @@ from asgi_metrics.settings import ConfigurationError, Settings
 
 # Bound once: per request, a call without the attribute lookup.
 _set_correlation_id = current_correlation_id.set
-_reset_correlation_id = current_correlation_id.reset
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
@@ -481,14 +480,8 @@ class _Exchange:
             raise
         finally:
             self.finish(None, False, True)
-            token = self.token
-            if token is not None:
-                # release() inlined (per request with correlation IDs).
-                self.token = None
-                try:  # noqa: SIM105
-                    _reset_correlation_id(token)
-                except ValueError:
-                    pass
+            if self.token is not None:
+                self.release()
 
     def __del__(self) -> None:
         # Never closed (the Werkzeug test client with an unbuffered response, a broken
