@@ -14,10 +14,11 @@ differently (``debug=True`` or a handler for ``500``/``Exception``); those handl
 
 from __future__ import annotations
 
-from .correlation_ids import CORRELATION_ID_ATTRIBUTE, CorrelationIds
+from .correlation_ids import CorrelationIds
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import sampled_span
 from .failures import FailureLog
+from .span_link import link_span
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 _ERROR_BODY = b"Internal Server Error"
@@ -66,16 +67,6 @@ def correlation_id_for(scope: Scope, correlation: CorrelationIds, raw: object) -
     return correlation.for_request(incoming, client[0] if client else None)
 
 
-def tag_span(cid: str, failures: FailureLog) -> None:
-    """Set ``cid`` as an attribute of the current sampled span, if there is one."""
-    try:
-        span = sampled_span()
-        if span is not None:
-            span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
-    except Exception as exc:
-        failures.report("setting the correlation ID span attribute", exc)
-
-
 async def serve_uncounted(
     app: ASGIApp,
     scope: Scope,
@@ -87,7 +78,12 @@ async def serve_uncounted(
     """An excluded path: not counted, but it still gets its correlation ID (on the
     response, and on the span when OpenTelemetry is there)."""
     if OTEL_AVAILABLE:
-        tag_span(id_header[1].decode("ascii"), failures)
+        try:
+            span = sampled_span()
+            if span is not None:
+                link_span(span, id_header[1].decode("ascii"), False, failures)
+        except Exception as exc:
+            failures.report("setting the correlation ID span attribute", exc)
     started = False
 
     async def send_with_id(message: Message) -> None:

@@ -25,6 +25,7 @@ from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED
 from .recorder import Recorder
 from .request_ids import new_id, take_id
 from .settings import ConfigurationError, Settings
+from .span_link import link_span
 from .starlette_routes import RouteTemplates
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -305,7 +306,13 @@ class _Exchange:
             try:
                 span = sampled_span()
                 if span is not None:
-                    exemplar = self._use_span(span, recorder)
+                    header = self.id_header
+                    exemplar = link_span(
+                        span,
+                        None if header is None else header[1].decode("ascii"),
+                        middleware._exemplars,
+                        recorder.failures,
+                    )
             except Exception as failure:
                 recorder.failures.report("span lookup", failure)
         elif middleware._exemplars:
@@ -317,22 +324,6 @@ class _Exchange:
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
-
-    def _use_span(self, span: Any, recorder: Recorder) -> SpanIds | None:
-        """The sampled ``span`` current as the request is recorded: it gets the correlation
-        ID as an attribute, and its IDs are the exemplar (when each is on)."""
-        middleware = self.middleware
-        if middleware._span_attribute and self.id_header is not None:
-            try:
-                span.set_attribute(
-                    CORRELATION_ID_ATTRIBUTE, self.id_header[1].decode("ascii")
-                )
-            except Exception as failure:
-                recorder.failures.report("setting the correlation ID span attribute", failure)
-        if not middleware._exemplars:
-            return None
-        context = span.get_span_context()
-        return context.trace_id, context.span_id
 
 
 def _route_path(path: object, root_path: object) -> object:

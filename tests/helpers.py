@@ -161,9 +161,9 @@ SPAN_FAILURES = ("span lookup", "setting the correlation ID span attribute")
 
 
 def break_span(module: Any, broken: str, monkeypatch: Any) -> None:
-    """Make the span read of ``module`` (a middleware module importing ``sampled_span``)
-    fail as ``broken`` says: the lookup raises, or a real SDK span whose set_attribute
-    raises is the current one."""
+    """Make the span read of the middleware in ``module`` (one that imports
+    ``sampled_span``) fail as ``broken`` says: the lookup raises, or a real SDK span whose
+    set_attribute raises is the current one."""
     from opentelemetry.sdk.trace import TracerProvider
 
     def fail(*args: Any) -> Any:

@@ -34,12 +34,13 @@ from django.core.signals import got_request_exception  # type: ignore[import-unt
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
 from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation_ids import CORRELATION_ID_ATTRIBUTE, CorrelationIds
+from asgi_metrics.correlation_ids import CorrelationIds
 from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
 from asgi_metrics.recorder import Recorder
 from asgi_metrics.settings import ConfigurationError, Settings
+from asgi_metrics.span_link import link_span
 
 #: The Django setting read for the options.
 SETTING = "HTTP_METRICS"
@@ -217,17 +218,12 @@ class MetricsMiddleware:
         try:
             if self._span_attribute:
                 span = sampled_span()
-                if span is None:
-                    return
-                try:
-                    span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
-                except Exception as failure:
-                    self.recorder.failures.report(
-                        "setting the correlation ID span attribute", failure
+                if span is not None:
+                    ids = link_span(
+                        span, cid, self._exemplars and pending is not None, self.recorder.failures
                     )
-                if pending is not None and self._exemplars:
-                    context = span.get_span_context()
-                    pending.span_ids = (context.trace_id, context.span_id)
+                    if pending is not None:
+                        pending.span_ids = ids
             elif pending is not None:
                 pending.span_ids = current_span_ids()
         except Exception as failure:

@@ -36,7 +36,6 @@ from typing import Any
 
 from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation_ids import (
-    CORRELATION_ID_ATTRIBUTE,
     ID_BYTES,
     MAX_ID_LENGTH,
     CorrelationIds,
@@ -53,6 +52,7 @@ from asgi_metrics.labels import (
 from asgi_metrics.recorder import Recorder
 from asgi_metrics.request_ids import new_id, take_id
 from asgi_metrics.settings import ConfigurationError, Settings
+from asgi_metrics.span_link import link_span
 
 # Bound once: per request, a call without the attribute lookup.
 _set_correlation_id = current_correlation_id.set
@@ -352,15 +352,23 @@ class _Exchange:
             # The app calls start_response inside its own call (or its first iteration),
             # while an OpenTelemetry middleware's span is current, outside us or inside;
             # at close() the server may be back in another context.
+            # _read_span() inlined: this runs on every request.
             middleware = self.middleware
-            if middleware._span_attribute:
-                self._read_span()
-            elif middleware._exemplars:
-                # _read_span() inlined for the common case: exemplars only, one call.
-                try:
+            try:
+                if middleware._span_attribute:
+                    span = sampled_span()
+                    if span is not None:
+                        header = self.id_header
+                        self.span_ids = link_span(
+                            span,
+                            None if header is None else header[1],
+                            middleware._exemplars,
+                            middleware.recorder.failures,
+                        )
+                elif middleware._exemplars:
                     self.span_ids = current_span_ids()
-                except Exception as exc:
-                    middleware.recorder.failures.report("span lookup", exc)
+            except Exception as exc:
+                middleware.recorder.failures.report("span lookup", exc)
         try:
             self.status = int(status[:3])
         except (TypeError, ValueError):
@@ -384,22 +392,18 @@ class _Exchange:
         correlation ID as an attribute (when each is on)."""
         middleware = self.middleware
         try:
-            if not middleware._span_attribute:
-                self.span_ids = current_span_ids()
-                return
-            span = sampled_span()
-            if span is None:
-                return
-            if self.id_header is not None:
-                try:
-                    span.set_attribute(CORRELATION_ID_ATTRIBUTE, self.id_header[1])
-                except Exception as exc:
-                    middleware.recorder.failures.report(
-                        "setting the correlation ID span attribute", exc
+            if middleware._span_attribute:
+                span = sampled_span()
+                if span is not None:
+                    header = self.id_header
+                    self.span_ids = link_span(
+                        span,
+                        None if header is None else header[1],
+                        middleware._exemplars,
+                        middleware.recorder.failures,
                     )
-            if middleware._exemplars:
-                context = span.get_span_context()
-                self.span_ids = (context.trace_id, context.span_id)
+            elif middleware._exemplars:
+                self.span_ids = current_span_ids()
         except Exception as exc:
             middleware.recorder.failures.report("span lookup", exc)
 
