@@ -57,6 +57,16 @@ def send_traffic(server: Server, count: int) -> tuple[dict[str, int], set[int]]:
 
 
 def assert_every_scrape_shows(server: Server, sent: dict[str, int], scrapes: int = 12) -> str:
+    # A WSGI request is recorded when the server calls close() on its body, which gunicorn
+    # does after the last byte went out: the client can have its response (and ask for
+    # /metrics, served by another worker or thread) a moment before the count moves. So
+    # first wait, briefly, for the last request to land; from then on every scrape must
+    # show exactly what was sent.
+    deadline = time.monotonic() + 5
+    while total(server.metrics(), "http_requests_total") < sum(sent.values()):
+        if time.monotonic() > deadline:
+            break  # the exact assertions below report what is missing
+        time.sleep(0.02)
     text = ""
     for _ in range(scrapes):
         text = server.metrics()
