@@ -348,27 +348,11 @@ class _Exchange:
             write = self.server_start_response(status, headers, exc_info)
             self.exc = exc_info[1]
         self.headers = headers
-        if self.span_ids is None:
+        if self.span_ids is None and self.middleware._span_lookup:
             # The app calls start_response inside its own call (or its first iteration),
             # while an OpenTelemetry middleware's span is current, outside us or inside;
             # at close() the server may be back in another context.
-            # _read_span() inlined: this runs on every request.
-            middleware = self.middleware
-            try:
-                if middleware._span_attribute:
-                    span = sampled_span()
-                    if span is not None:
-                        header = self.id_header
-                        self.span_ids = link_span(
-                            span,
-                            None if header is None else header[1],
-                            middleware._exemplars,
-                            middleware.recorder.failures,
-                        )
-                elif middleware._exemplars:
-                    self.span_ids = current_span_ids()
-            except Exception as exc:
-                middleware.recorder.failures.report("span lookup", exc)
+            self._read_span()
         try:
             self.status = int(status[:3])
         except (TypeError, ValueError):
