@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import re
@@ -489,23 +490,9 @@ def test_werkzeug_server_sends_our_500_and_logs_the_exception(
 def test_gunicorn_gthread_sends_our_500_logs_it_and_leaks_no_id(tmp_path: Path) -> None:
     """gunicorn with one reused pool thread: the client gets our 500 with the header, the
     server logs the traceback, and the next request on that thread sees no leftover ID."""
-    port = _free_port()
     log = tmp_path / "gunicorn.log"
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
-         "-w", "1", "-k", "gthread", "--threads", "1", "-b", f"127.0.0.1:{port}",
-         "--error-logfile", str(log), "tests.wsgi_correlation_app:app"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                fetch(port, "/peek")
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "no gunicorn"
-                time.sleep(0.1)
+    with _gunicorn("-w", "1", "-k", "gthread", "--threads", "1",
+                   "--error-logfile", str(log)) as port:
         status, headers, body = fetch(port, "/boom", "gu-1")
         assert (status, headers["x-request-id"], body) == (500, "gu-1", b"Internal Server Error")
         assert fetch(port, "/peek")[2] == b"None"
@@ -516,19 +503,28 @@ def test_gunicorn_gthread_sends_our_500_logs_it_and_leaks_no_id(tmp_path: Path) 
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         assert "Error handling request" in log.read_text()
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
     """``--preload``: the master imported the app (which drew an ID, filling the pool) and
     forked three workers from it. Every generated ID is distinct, across workers too."""
+    with _gunicorn("--preload", "-w", "3", "-k", "sync") as port, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: fetch(port, "/pid"), range(90)))
+    pids = {body for _, _, body in answers}
+    ids = [headers["x-request-id"] for _, headers, _ in answers]
+    assert len(pids) >= 2, pids  # the requests did spread over the workers
+    assert all(HEX32.fullmatch(cid) for cid in ids)
+    assert len(set(ids)) == len(ids) == 90
+
+
+@contextlib.contextmanager
+def _gunicorn(*options: str) -> Iterator[int]:
+    """gunicorn serving tests.wsgi_correlation_app on a free loopback port, once it
+    answers; yields the port."""
     port = _free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
-         "--preload", "-w", "3", "-k", "sync", "-b", f"127.0.0.1:{port}",
-         "tests.wsgi_correlation_app:app"],
+         *options, "-b", f"127.0.0.1:{port}", "tests.wsgi_correlation_app:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -540,13 +536,7 @@ def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "no gunicorn"
                 time.sleep(0.1)
-        with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: fetch(port, "/pid"), range(90)))
-        pids = {body for _, _, body in answers}
-        ids = [headers["x-request-id"] for _, headers, _ in answers]
-        assert len(pids) >= 2, pids  # the requests did spread over the workers
-        assert all(HEX32.fullmatch(cid) for cid in ids)
-        assert len(set(ids)) == len(ids) == 90
+        yield port
     finally:
         proc.terminate()
         proc.wait(10)
