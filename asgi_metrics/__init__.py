@@ -2,16 +2,48 @@
 
 ``app.add_middleware(MetricsMiddleware)`` (Starlette, FastAPI) or
 ``app = MetricsMiddleware(app)`` (any ASGI app), then scrape ``/metrics``.
+
+Names are imported on first use (PEP 562), so ``import wsgi_metrics``, which uses this
+package's core, loads neither the ASGI middleware nor the Starlette route lookup.
 """
 
-from .correlation import get_correlation_id
-from .endpoint import metrics_app
-from .label_cap import OVERFLOW
-from .labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
-from .log_filter import CorrelationIdFilter
-from .middleware import MetricsMiddleware
-from .server import MetricsServer, start_metrics_server
-from .settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asgi_metrics.asgi.endpoint import metrics_app
+    from asgi_metrics.asgi.middleware import MetricsMiddleware
+    from asgi_metrics.core.label_cap import OVERFLOW
+    from asgi_metrics.core.labels import (
+        CLIENT_CLOSED_STATUS,
+        OTHER_METHOD,
+        OTHER_STATUS,
+        UNMATCHED_ROUTE,
+    )
+    from asgi_metrics.core.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+    from asgi_metrics.correlation.context import get_correlation_id
+    from asgi_metrics.correlation.log_filter import CorrelationIdFilter
+    from asgi_metrics.exposition.server import MetricsServer, start_metrics_server
+
+#: Public name -> the module defining it.
+_WHERE = {
+    "CLIENT_CLOSED_STATUS": "asgi_metrics.core.labels",
+    "DEFAULT_BUCKETS": "asgi_metrics.core.settings",
+    "OTHER_METHOD": "asgi_metrics.core.labels",
+    "OTHER_STATUS": "asgi_metrics.core.labels",
+    "OVERFLOW": "asgi_metrics.core.label_cap",
+    "UNMATCHED_ROUTE": "asgi_metrics.core.labels",
+    "ConfigurationError": "asgi_metrics.core.settings",
+    "CorrelationIdFilter": "asgi_metrics.correlation.log_filter",
+    "MetricsMiddleware": "asgi_metrics.asgi.middleware",
+    "MetricsServer": "asgi_metrics.exposition.server",
+    "Settings": "asgi_metrics.core.settings",
+    "get_correlation_id": "asgi_metrics.correlation.context",
+    "metrics_app": "asgi_metrics.asgi.endpoint",
+    "start_metrics_server": "asgi_metrics.exposition.server",
+}
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
@@ -29,3 +61,16 @@ __all__ = [
     "metrics_app",
     "start_metrics_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asgi_metrics' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})

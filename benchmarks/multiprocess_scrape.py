@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from asgi_metrics.multiprocess import collect_directory
-from asgi_metrics.settings import DEFAULT_BUCKETS
+from asgi_metrics.core.settings import DEFAULT_BUCKETS
+from asgi_metrics.multiprocess.directory import collect_directory
 
 SERIES = 20  # (method, route, status) combinations per worker
 LABELS = ["method", "route", "status"]

@@ -72,7 +72,7 @@ def render_ours(sets: Sequence[LabelSet]) -> Callable[[], bytes] | None:
     for i, (method, route, status) in enumerate(sets):
         for _ in range(1 + i % 7):
             recorder.finish(method, route, int(status), (i % 100) / 250.0, in_flight=False)
-    return lambda: recorder.exposition.render(False)
+    return lambda: middleware.exposition.render(False)
 
 
 def _ms(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import CorrelationIdFilter, MetricsMiddleware, get_correlation_id
-from asgi_metrics.correlation_ids import VALID_ID
+from asgi_metrics.correlation.ids import VALID_ID
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 pytestmark = pytest.mark.anyio

@@ -91,7 +91,7 @@ WITHOUT_OTEL = BLOCKER + textwrap.dedent('''
     from starlette.routing import Route
     import asgi_metrics
     from asgi_metrics import ConfigurationError, MetricsMiddleware, get_correlation_id
-    from asgi_metrics import exemplars
+    from asgi_metrics.otel import spans as exemplars
 
     assert not exemplars.AVAILABLE and exemplars.sampled_span() is None
     assert exemplars.current_trace_id() is None

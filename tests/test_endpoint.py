@@ -26,7 +26,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from asgi_metrics import MetricsMiddleware, metrics_app
-from asgi_metrics.collector import iter_registered
+from asgi_metrics.exposition.collector import iter_registered
 from tests.helpers import (
     DURATION,
     EXCEPTIONS,
@@ -160,7 +160,7 @@ async def test_metrics_path_none_turns_the_endpoint_off() -> None:
     async with client(app) as http:
         response = await http.get("/metrics")
         assert response.text == "the app's own page"
-    assert requests(parse(app.recorder.exposition.render(False).decode()), "/metrics") == 1
+    assert requests(parse(app.exposition.render(False).decode()), "/metrics") == 1
 
 
 async def test_custom_metrics_path() -> None:

@@ -220,9 +220,9 @@ async def test_span_failures_keep_the_id_and_the_count(
 ) -> None:
     """The span is read as the request is recorded; when reading it or tagging it fails,
     the response keeps its correlation header and the request is still counted."""
-    import asgi_metrics.middleware
+    import asgi_metrics.asgi.middleware
 
-    break_span(asgi_metrics.middleware, broken, monkeypatch)
+    break_span(asgi_metrics.asgi.middleware, broken, monkeypatch)
     app = Starlette(routes=[Route("/hello", hello)])
     app.add_middleware(MetricsMiddleware, registry=CollectorRegistry(), correlation_id=True)
     for _ in range(3):

@@ -23,8 +23,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from asgi_metrics import OTHER_METHOD, OVERFLOW, UNMATCHED_ROUTE, MetricsMiddleware
-from asgi_metrics.labels import KNOWN_METHODS
-from asgi_metrics.settings import DEFAULT_MAX_LABEL_SETS
+from asgi_metrics.core.labels import KNOWN_METHODS
+from asgi_metrics.core.settings import DEFAULT_MAX_LABEL_SETS
 from tests.support.hardening import call_asgi, http_scope, samples, scrape
 
 TEMPLATES = ["/", "/items/{item_id}", "/users/{user_id}/orders/{order_id}"]
@@ -213,8 +213,8 @@ def test_cap_is_shared_by_all_threads() -> None:
     """Distinct keys are counted across shards, not per thread."""
     import threading
 
-    from asgi_metrics.label_cap import OVERFLOW_KEY
-    from asgi_metrics.store import RequestStore
+    from asgi_metrics.core.label_cap import OVERFLOW_KEY
+    from asgi_metrics.core.store import RequestStore
 
     store = RequestStore((0.1, 1.0), (10.0,), max_label_sets=100)
 
@@ -253,8 +253,8 @@ def test_max_label_sets_from_environment() -> None:
 
 
 def test_exemplars_follow_the_cap() -> None:
-    from asgi_metrics.label_cap import OVERFLOW_KEY
-    from asgi_metrics.store import RequestStore
+    from asgi_metrics.core.label_cap import OVERFLOW_KEY
+    from asgi_metrics.core.store import RequestStore
 
     store = RequestStore((0.1, 1.0), (10.0,), max_label_sets=10)
     for index in range(100):

@@ -21,8 +21,8 @@ from asgi_metrics import (
     metrics_app,
     start_metrics_server,
 )
-from asgi_metrics.metrics_auth import MetricsAuth
-from asgi_metrics.scrape import Exposition
+from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.scrape import Exposition
 from tests.support.hardening import call_asgi, http_scope, samples, scrape
 
 TOKEN = "tok-3f9a"  # not a real secret
@@ -246,7 +246,7 @@ def test_threaded_scrape_storm_shares_renderings_and_sheds_load() -> None:
 
 
 def test_asgi_scrape_storm_shares_renderings_and_does_not_block_the_loop() -> None:
-    from asgi_metrics.endpoint import MetricsEndpoint
+    from asgi_metrics.asgi.endpoint import MetricsEndpoint
 
     exposition = _SlowExposition(0.3, max_concurrent_scrapes=4)
     endpoint = MetricsEndpoint(exposition)
@@ -278,7 +278,7 @@ def test_asgi_scrape_storm_shares_renderings_and_does_not_block_the_loop() -> No
 
 
 def test_asgi_scrapes_of_different_formats_render_separately() -> None:
-    from asgi_metrics.endpoint import MetricsEndpoint
+    from asgi_metrics.asgi.endpoint import MetricsEndpoint
 
     exposition = _SlowExposition(0.1, max_concurrent_scrapes=10)
     endpoint = MetricsEndpoint(exposition)

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
-import asgi_metrics.starlette_routes as starlette_routes
+import asgi_metrics.routes.starlette as starlette_routes
 from asgi_metrics import OTHER_METHOD, UNMATCHED_ROUTE
-from asgi_metrics.labels import KNOWN_METHODS
+from asgi_metrics.core.labels import KNOWN_METHODS
 from tests.helpers import (
     REQUEST,
     drive,

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from asgi_metrics import multiprocess
-from asgi_metrics.multiprocess import (
+from asgi_metrics.multiprocess import directory as multiprocess
+from asgi_metrics.multiprocess.directory import (
     JOURNAL_FILE,
     child_exit,
     clean_multiproc_dir,
@@ -347,7 +347,7 @@ def test_label_set_cap_holds_in_multiprocess_mode(tmp_path: Path) -> None:
             for index in range(500):
                 scope = {"type": "http", "method": "GET", "path": f"/r/{index}"}
                 await middleware(scope, receive, send)
-            text = middleware.recorder.exposition.render(False).decode()
+            text = middleware.exposition.render(False).decode()
             counts = [
                 sample for family in text_string_to_metric_families(text)
                 for sample in family.samples if sample.name == "http_requests_total"

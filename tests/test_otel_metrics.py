@@ -120,7 +120,7 @@ def test_off_by_default_and_bad_provider_named() -> None:
 
 
 def test_global_provider_setting() -> None:
-    from asgi_metrics.otel_metrics import OtelMetrics
+    from asgi_metrics.otel.metrics import OtelMetrics
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError

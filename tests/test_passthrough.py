@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_metrics import OTHER_METHOD, UNMATCHED_ROUTE
-from asgi_metrics.labels import KNOWN_METHODS
+from asgi_metrics.core.labels import KNOWN_METHODS
 from tests.helpers import REQUEST, drive, http_scope, samples, scrape, wrap
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from asgi_metrics.request_ids import new_id
+from asgi_metrics.correlation.request_ids import new_id
 
 
 def test_form_of_many_batches() -> None:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from asgi_metrics.labels import KNOWN_METHODS
+from asgi_metrics.core.labels import KNOWN_METHODS
 from tests.wsgi_support import (
     Server,
     duration_sum,

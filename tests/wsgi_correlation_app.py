@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from asgi_metrics.request_ids import new_id
+from asgi_metrics.correlation.request_ids import new_id
 from wsgi_metrics import MetricsMiddleware, get_correlation_id
 
 new_id()

@@ -8,10 +8,15 @@ helpers re-exported here (one ContextVar for both: :func:`get_correlation_id` re
 whichever middleware set it).
 """
 
-from asgi_metrics.correlation import get_correlation_id
-from asgi_metrics.labels import CLIENT_CLOSED_STATUS, OTHER_METHOD, OTHER_STATUS, UNMATCHED_ROUTE
-from asgi_metrics.log_filter import CorrelationIdFilter
-from asgi_metrics.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+from asgi_metrics.core.labels import (
+    CLIENT_CLOSED_STATUS,
+    OTHER_METHOD,
+    OTHER_STATUS,
+    UNMATCHED_ROUTE,
+)
+from asgi_metrics.core.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+from asgi_metrics.correlation.context import get_correlation_id
+from asgi_metrics.correlation.log_filter import CorrelationIdFilter
 
 from .middleware import EXCEPTION_KEY, MetricsMiddleware
 

@@ -33,14 +33,15 @@ from django.conf import settings as django_settings  # type: ignore[import-untyp
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
-from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation_ids import CorrelationIds
-from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
-from asgi_metrics.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
-from asgi_metrics.recorder import Recorder
-from asgi_metrics.settings import ConfigurationError, Settings
-from asgi_metrics.span_link import link_span
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
+from asgi_metrics.core.rules import path_filter
+from asgi_metrics.core.settings import ConfigurationError, Settings
+from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
+from asgi_metrics.correlation.ids import CorrelationIds
+from asgi_metrics.otel.span_link import link_span
+from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
+from asgi_metrics.wiring import Parts, build
 
 #: The Django setting read for the options.
 SETTING = "HTTP_METRICS"
@@ -48,11 +49,12 @@ SETTING = "HTTP_METRICS"
 _EXCEPTION_ATTR = "_http_metrics_exception"
 
 _lock = threading.Lock()
-_shared: tuple[Settings, Recorder] | None = None
+_shared: tuple[Settings, Parts] | None = None
 
 
-def recorder() -> Recorder:
-    """The process's :class:`~asgi_metrics.recorder.Recorder` for the current settings.
+def shared_parts() -> Parts:
+    """The process's recorder, store and exposition (:class:`~asgi_metrics.wiring.Parts`)
+    for the current settings.
 
     Django builds its middleware chain once per handler, and the test client or a
     management command may build several handlers in one process: they all share one
@@ -68,7 +70,7 @@ def recorder() -> Recorder:
     settings = Settings.build(options)
     with _lock:
         if _shared is None or _shared[0] != settings:
-            _shared = (settings, Recorder(settings))
+            _shared = (settings, build(settings))
         return _shared[1]
 
 
@@ -127,12 +129,15 @@ class MetricsMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        self.recorder = recorder()
+        parts = shared_parts()
+        self.recorder = parts.recorder
+        self.exposition = parts.exposition
+        self._counts = path_filter(parts.settings)
         settings = self.recorder.settings
         self._metrics_path = settings.metrics_path
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header
-        self._exemplars = self.recorder.wants_exemplars
+        self._exemplars = parts.exemplars
         # As in the ASGI middleware: the span is read once, when the response (or the
         # exception) passes back through us, for the exemplar and the span attribute.
         self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
@@ -148,7 +153,7 @@ class MetricsMiddleware:
         path = request.path_info
         if path == self._metrics_path:
             return self._metrics_response(request)
-        counted = self.recorder.counts(path)
+        counted = self._counts(path)
         if not counted and self._correlation is None:
             return self.get_response(request)
         pending, token, cid = self._begin(request, counted)
@@ -171,7 +176,7 @@ class MetricsMiddleware:
             # Rendering a large registry must not stall the event loop.
             return await loop.run_in_executor(None, self._metrics_response, request)
         get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
-        counted = self.recorder.counts(path)
+        counted = self._counts(path)
         if not counted and self._correlation is None:
             return await get_response(request)
         pending, token, cid = self._begin(request, counted)
@@ -319,7 +324,7 @@ class MetricsMiddleware:
 
     def _metrics_response(self, request: HttpRequest) -> HttpResponse:
         meta = request.META
-        status, headers, body = self.recorder.exposition.respond(
+        status, headers, body = self.exposition.respond(
             request.method,
             meta.get("HTTP_ACCEPT"),
             meta.get("HTTP_ACCEPT_ENCODING"),

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, got_request_exception
 from flask import request as current_request
 
-from asgi_metrics.settings import ConfigurationError, Settings
+from asgi_metrics.core.settings import ConfigurationError, Settings
 
 from .middleware import EXCEPTION_KEY, Environ, MetricsMiddleware
 

@@ -3,7 +3,7 @@
 It hands the app's status, headers and response iterable to the server unchanged; it only
 looks at them. A request is timed from its arrival to the moment the server calls the
 response iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is
-timed in full. The counting itself is :class:`asgi_metrics.recorder.Recorder`'s.
+timed in full. The counting itself is :class:`asgi_metrics.core.recorder.Recorder`'s.
 
 With ``correlation_id=True`` the one change it makes is adding the correlation header to
 the app's response headers. The ID is set in :func:`~asgi_metrics.get_correlation_id`'s
@@ -34,25 +34,25 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any
 
-from asgi_metrics.correlation import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation_ids import (
+from asgi_metrics.core.labels import (
+    CLIENT_CLOSED_STATUS,
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    UNMATCHED_ROUTE,
+)
+from asgi_metrics.core.rules import path_filter
+from asgi_metrics.core.settings import ConfigurationError, Settings
+from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
+from asgi_metrics.correlation.ids import (
     ID_BYTES,
     MAX_ID_LENGTH,
     CorrelationIds,
 )
-from asgi_metrics.exemplars import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.exemplars import SpanIds, current_span_ids, sampled_span
-from asgi_metrics.labels import (
-    CLIENT_CLOSED_STATUS,
-    KNOWN_METHODS,
-    OTHER_METHOD,
-    OTHER_STATUS,
-    UNMATCHED_ROUTE,
-)
-from asgi_metrics.recorder import Recorder
-from asgi_metrics.request_ids import new_id, take_id
-from asgi_metrics.settings import ConfigurationError, Settings
-from asgi_metrics.span_link import link_span
+from asgi_metrics.correlation.request_ids import new_id, take_id
+from asgi_metrics.otel.span_link import link_span
+from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
+from asgi_metrics.wiring import build
 
 # Bound once: per request, a call without the attribute lookup.
 _set_correlation_id = current_correlation_id.set
@@ -125,7 +125,9 @@ class MetricsMiddleware:
             )
         self.app = app
         self.settings = settings
-        self.recorder = Recorder(settings)
+        parts = build(settings)
+        self.recorder = parts.recorder
+        self.exposition = parts.exposition
         self._metrics_path = settings.metrics_path
         # Kept even when the user's resolver wins: Flask's also reports the exceptions
         # Flask turns into 500s, and it lives only as long as this reference.
@@ -135,15 +137,14 @@ class MetricsMiddleware:
         name = settings.correlation_header.lower()
         #: The correlation header's lower-case name and its initial in both cases.
         self._id_name = (name, name[0] + name[0].upper())
-        self._exemplars = self.recorder.wants_exemplars
+        self._exemplars = parts.exemplars
         # The span is read once, when the app starts its response (its span is current
         # then, from an OpenTelemetry middleware outside us or inside), for both the
         # exemplar and the correlation ID span attribute.
         self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
         self._span_lookup = self._exemplars or self._span_attribute
         # Per-request shortcuts: plain attributes read once, not re-derived per request.
-        self._excluded = settings.exclude_paths
-        self._patterns = bool(settings.exclude_patterns)
+        self._counts = path_filter(settings)
         # The body classes (without, with len()): the measuring one only when time to
         # first byte or response size is on, so otherwise no chunk costs anything.
         self._body_classes: tuple[type[_Exchange], type[_Exchange]] = (
@@ -168,7 +169,7 @@ class MetricsMiddleware:
         """The WSGI app serving this middleware's metrics (mounted at ``metrics_path``;
         mount it elsewhere too if wanted)."""
         method = environ.get("REQUEST_METHOD", "GET")
-        status, headers, body = self.recorder.exposition.respond(
+        status, headers, body = self.exposition.respond(
             method,
             environ.get("HTTP_ACCEPT"),
             environ.get("HTTP_ACCEPT_ENCODING"),
@@ -181,10 +182,7 @@ class MetricsMiddleware:
         path = environ.get("PATH_INFO")
         if path == self._metrics_path:
             return self.metrics_app(environ, start_response)
-        # Recorder.counts inlined: the common case is one set lookup, no extra call.
-        counted = isinstance(path, str) and path not in self._excluded and (
-            not self._patterns or self.recorder.counts(path)
-        )
+        counted = self._counts(path)
         correlation = self._correlation
         if not counted and correlation is None:
             return self.app(environ, start_response)
@@ -523,18 +521,6 @@ class _Exchange:
             # OpenTelemetry middleware's span is still current (at close() it may not be).
             self._read_span()
         exemplar = self.span_ids
-        if exc is None and exemplar is None and recorder.store_only:
-            # The common case, and all Recorder.finish would do: straight to the store.
-            method = self.method
-            try:
-                recorder.store.observe(
-                    (method, route, recorder.status_labels.get(status, OTHER_STATUS)),
-                    duration,
-                    method if self.in_flight else None,
-                )
-            except Exception as failure:
-                recorder.failures.report("recording a request", failure)
-            return
         # Positional: this is per request, and keyword arguments cost more.
         recorder.finish(
             self.method, route, status, duration, self.in_flight, exc, self.ttfb,

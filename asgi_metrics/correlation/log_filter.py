@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .correlation import current_correlation_id
+from asgi_metrics.correlation.context import current_correlation_id
 
 
 class CorrelationIdFilter(logging.Filter):

@@ -2,10 +2,11 @@
 
 The recommended production set-up: the public app serves no metrics at all
 (``metrics_path=None``) and Prometheus scrapes this listener, bound to loopback or an
-internal interface. It is a small threaded stdlib HTTP server in a daemon thread, answering
-through the same :class:`~asgi_metrics.scrape.Exposition` as the middleware's endpoint (fast
-renderer, gzip, format negotiation, credentials, bounded concurrent scrapes), so whatever
-the exposition learns (multiprocess aggregation) the listener serves too.
+internal interface. It is a small threaded stdlib HTTP server in a daemon thread,
+answering through the same :class:`~asgi_metrics.exposition.scrape.Exposition` as the
+middleware's endpoint (fast renderer, gzip, format negotiation, credentials, bounded
+concurrent scrapes), so whatever the exposition learns (multiprocess aggregation) the
+listener serves too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .metrics_auth import MetricsAuth
-from .scrape import Exposition
-from .settings import Settings
+from asgi_metrics.core.settings import Settings
+from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.scrape import Exposition
 
 
 class _Server(ThreadingHTTPServer):

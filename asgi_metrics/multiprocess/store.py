@@ -4,7 +4,7 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, every worker writes its numbers into memo
 files in that directory (prometheus_client's multiprocess value class), and a scrape
 answered by any worker sums the files of all of them (:mod:`asgi_metrics.multiprocess`).
 
-The interface is :class:`~asgi_metrics.store.RequestStore`'s. Each series is one
+The interface is :class:`~asgi_metrics.core.store.RequestStore`'s. Each series is one
 prometheus_client value object, created on first use and cached, so the request path is a
 dict lookup plus prometheus_client's own (short, process-wide) lock and an 16-byte mmap
 write per value. Values are created directly rather than through ``Counter``/``Histogram``
@@ -24,11 +24,12 @@ from typing import Any
 
 from prometheus_client import values
 
-from .exposition import floatToGoString
-from .label_cap import LabelSetCap
-from .naming import Family, MetricNames
-from .settings import ConfigurationError
-from .store import Key, Snapshot
+from asgi_metrics.core.label_cap import LabelSetCap
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.settings import ConfigurationError
+from asgi_metrics.core.store import Snapshot
+from asgi_metrics.exposition.render import floatToGoString
 
 #: Set by the start-up check when prometheus_client's value class is not multiprocess.
 ENV_AFTER_IMPORT = (
@@ -64,7 +65,7 @@ class _Histogram:
 class MultiprocessStore:
     """Counts requests into prometheus_client's per-process files (multiprocess mode).
 
-    Same interface as :class:`~asgi_metrics.store.RequestStore` for recording;
+    Same interface as :class:`~asgi_metrics.core.store.RequestStore` for recording;
     :meth:`snapshot` is empty, because the numbers of one worker mean nothing on their
     own: the exposition reads the directory instead.
     """

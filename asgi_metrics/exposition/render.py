@@ -13,9 +13,10 @@ from typing import cast
 
 from prometheus_client import utils
 
-from .exemplars import format_span_id, format_trace_id
-from .naming import Family, MetricNames
-from .store import Exemplar, ExemplarSlots, Key, Series, Snapshot, latest_exemplar
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.store import Exemplar, ExemplarSlots, Series, Snapshot, latest_exemplar
+from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
 #: Go's float formatting, as Prometheus writes ``le`` values (``1.0``, ``2.5``, ``+Inf``).
 floatToGoString = cast(Callable[[float], str], utils.floatToGoString)
@@ -144,7 +145,7 @@ class _FamilyRenderer:
 
 
 class StoreRenderer:
-    """Renders a :class:`~asgi_metrics.store.Snapshot` of one store."""
+    """Renders a :class:`~asgi_metrics.core.store.Snapshot` of one store."""
 
     def __init__(
         self,

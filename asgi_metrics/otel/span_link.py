@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .correlation_ids import CORRELATION_ID_ATTRIBUTE
-from .exemplars import SpanIds
-from .failures import FailureLog
+from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.correlation.ids import CORRELATION_ID_ATTRIBUTE
+from asgi_metrics.otel.spans import SpanIds
 
 
 def link_span(

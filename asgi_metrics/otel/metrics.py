@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .labels import UNMATCHED_ROUTE
-from .settings import ConfigurationError, Settings
+from asgi_metrics.core.labels import UNMATCHED_ROUTE
+from asgi_metrics.core.settings import ConfigurationError, Settings
 
 #: The instrumentation scope name the meter is created with.
 SCOPE = "http-request-metrics"

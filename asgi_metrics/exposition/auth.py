@@ -13,7 +13,7 @@ import binascii
 import hmac
 from base64 import b64decode
 
-from .settings import Settings
+from asgi_metrics.core.settings import Settings
 
 Headers = list[tuple[str, str]]
 

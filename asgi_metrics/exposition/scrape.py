@@ -18,17 +18,17 @@ from prometheus_client import generate_latest as generate_text
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from .collector import StoreCollector, iter_registered, others_only
-from .exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from .metrics_auth import MetricsAuth
-from .multiprocess import (
+from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
+from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
+from asgi_metrics.exposition.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
     MultiProcessCollector,
     add_request_counters,
     collect_directory,
     multiproc_dir,
 )
-from .settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 
 Headers = list[tuple[str, str]]
 #: (status, headers, body) of an answer to a scrape.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import ConfigurationError, Settings
+from asgi_metrics.core.settings import ConfigurationError, Settings
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ these functions, which map anything unexpected onto one fixed value.
 
 from __future__ import annotations
 
+#: The labels of one series: (method, route, status) or (method, route, exception type).
+Key = tuple[str, str, str]
+
 #: The methods that keep their own label value (RFC 9110 plus PATCH). Methods are
 #: case-sensitive, so ``get`` is not ``GET``.
 KNOWN_METHODS = frozenset(
@@ -36,15 +39,3 @@ def method_label(method: object) -> str:
 def status_labels(group: bool = False) -> dict[int, str]:
     """The status label for every valid code (100-599), by code or by class."""
     return _STATUS_CLASS_LABELS if group else _STATUS_LABELS
-
-
-def status_label(status: object, group: bool = False) -> str:
-    """Return the label for a status code: ``"404"`` (or ``"4xx"`` when grouping).
-
-    Anything that is not an integer in 100-599 becomes :data:`OTHER_STATUS`.
-    """
-    table = _STATUS_CLASS_LABELS if group else _STATUS_LABELS
-    try:
-        return table[status]  # type: ignore[index]
-    except (KeyError, TypeError):
-        return OTHER_STATUS

@@ -42,7 +42,7 @@ from prometheus_client import multiprocess as _pc_multiprocess
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .settings import ConfigurationError
+from asgi_metrics.core.settings import ConfigurationError
 
 logger = logging.getLogger("asgi_metrics")
 
@@ -73,7 +73,7 @@ def multiproc_dir(environ: Any = None) -> str | None:
 def check_directory(path: str) -> None:
     """Raise :class:`ConfigurationError` unless ``path`` is a writable directory and
     prometheus_client runs in multiprocess mode."""
-    from .multiprocess_store import multiprocess_value_class
+    from asgi_metrics.multiprocess.store import multiprocess_value_class
 
     if not os.path.isdir(path):
         raise ConfigurationError(
@@ -224,7 +224,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     """gunicorn hook: a worker exited, so its in-flight requests are in flight no more.
 
-    Put ``from asgi_metrics.multiprocess import child_exit`` in ``gunicorn.conf.py``.
+    Put ``from asgi_metrics.multiprocess.directory import child_exit`` in ``gunicorn.conf.py``.
     Never raises into the arbiter, also when the directory is not set.
     """
     try:

@@ -14,12 +14,12 @@ differently (``debug=True`` or a handler for ``500``/``Exception``); those handl
 
 from __future__ import annotations
 
-from .correlation_ids import CorrelationIds
-from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import sampled_span
-from .failures import FailureLog
-from .span_link import link_span
-from .types import ASGIApp, Message, Receive, Scope, Send
+from asgi_metrics.asgi.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.correlation.ids import CorrelationIds
+from asgi_metrics.otel.span_link import link_span
+from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.otel.spans import sampled_span
 
 _ERROR_BODY = b"Internal Server Error"
 _ERROR_START: Message = {

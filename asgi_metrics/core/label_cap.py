@@ -8,10 +8,13 @@ than ``max_label_sets`` series. In multiprocess mode the cap holds per worker pr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
-Key = tuple[str, str, str]
+from asgi_metrics.core.failures import logger
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.naming import Family, MetricNames
 
 #: The label value of the one series that counts everything past the cap.
 OVERFLOW = "__overflow__"
@@ -58,3 +61,30 @@ class LabelSetCap:
         """How many distinct keys ``table`` holds (tests, diagnostics)."""
         with self._lock:
             return len(self._admitted[table])
+
+
+def overflow_warning(names: MetricNames, max_label_sets: int) -> Callable[[str], None]:
+    """The ``on_overflow`` callback of a store: one warning naming the families of a
+    table, the first time the cap refuses one of its label sets."""
+    tables: dict[str, list[Family | None]] = {
+        "requests": [names.requests, names.duration],
+        "exceptions": [names.exceptions],
+        "ttfb": [names.time_to_first_byte],
+        "request_size": [names.request_size],
+        "response_size": [names.response_size],
+    }
+
+    def warn(table: str) -> None:
+        shown = ", ".join(
+            family.name for family in tables.get(table, []) if family is not None
+        ) or table
+        # A broken logging set-up must not break a request.
+        with contextlib.suppress(Exception):
+            logger.warning(
+                "HTTP metrics: %s reached max_label_sets=%d distinct label sets; further new"
+                " label sets are counted in the series labelled %r. Check for a route"
+                " resolver or label returning raw values, or raise max_label_sets.",
+                shown, max_label_sets, OVERFLOW,
+            )
+
+    return warn

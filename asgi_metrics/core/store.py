@@ -10,7 +10,7 @@ A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-buc
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
 counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
 
-Cardinality is capped per family by :class:`~asgi_metrics.label_cap.LabelSetCap`: a key
+Cardinality is capped per family by :class:`~asgi_metrics.core.label_cap.LabelSetCap`: a key
 a shard has not seen yet takes the slow path and asks the cap, under its lock. Keys
 already present never reach the lock.
 """
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from time import time
 from typing import Any
 
-from .label_cap import LabelSetCap
+from asgi_metrics.core.label_cap import LabelSetCap
+from asgi_metrics.core.labels import Key
 
-Key = tuple[str, str, str]
 Series = list[float]
 #: (trace_id, span_id, observed value, unix timestamp); the IDs as integers.
 Exemplar = tuple[int, int, float, float]

@@ -13,10 +13,10 @@ import asyncio
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from .metrics_auth import MetricsAuth
-from .scrape import Exposition, ScrapeRequest
-from .settings import DEFAULT_MAX_CONCURRENT_SCRAPES, Settings
-from .types import Receive, Scope, Send
+from asgi_metrics.asgi.types import Receive, Scope, Send
+from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES, Settings
+from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.scrape import Exposition, ScrapeRequest
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -29,7 +29,7 @@ _LoopFuture = tuple[asyncio.AbstractEventLoop, "asyncio.Future[bytes]"]
 
 
 class MetricsEndpoint:
-    """Serves an :class:`~asgi_metrics.scrape.Exposition` over ASGI (GET and HEAD)."""
+    """Serves an :class:`~asgi_metrics.exposition.scrape.Exposition` over ASGI (GET and HEAD)."""
 
     def __init__(self, exposition: Exposition) -> None:
         self.exposition = exposition

@@ -11,9 +11,9 @@ import logging
 import re
 from collections.abc import Callable
 
-from .exemplars import current_trace_id
-from .request_ids import new_id
-from .settings import Settings
+from asgi_metrics.core.settings import Settings
+from asgi_metrics.correlation.request_ids import new_id
+from asgi_metrics.otel.spans import current_trace_id
 
 logger = logging.getLogger("asgi_metrics.correlation")
 

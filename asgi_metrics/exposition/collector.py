@@ -29,24 +29,24 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar as ClientExemplar
 
-from .exemplars import format_span_id, format_trace_id
-from .exposition import StoreRenderer, floatToGoString
-from .naming import Family, MetricNames
-from .settings import ConfigurationError
-from .store import (
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.settings import ConfigurationError
+from asgi_metrics.core.store import (
     Exemplar,
     ExemplarSlots,
-    Key,
     Series,
     Snapshot,
     cumulative,
     latest_exemplar,
 )
+from asgi_metrics.exposition.render import StoreRenderer, floatToGoString
+from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
 
 class Store(Protocol):
-    """What a collector needs of a store (:class:`~asgi_metrics.store.RequestStore` or
-    :class:`~asgi_metrics.multiprocess_store.MultiprocessStore`)."""
+    """What a collector needs of a store (:class:`~asgi_metrics.core.store.RequestStore` or
+    :class:`~asgi_metrics.multiprocess.store.MultiprocessStore`)."""
 
     buckets: tuple[float, ...]
     size_buckets: tuple[float, ...]
@@ -62,7 +62,7 @@ _registered_lock = threading.Lock()
 
 
 class StoreCollector(Collector):
-    """Exposes a :class:`~asgi_metrics.store.RequestStore` to a prometheus_client registry.
+    """Exposes a :class:`~asgi_metrics.core.store.RequestStore` to a prometheus_client registry.
 
     A multiprocess store's snapshot is empty: in that mode the numbers are read from the
     directory (``prometheus_client.multiprocess``), not from a registry.

@@ -16,8 +16,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .labels import UNMATCHED_ROUTE
-from .types import Scope
+from asgi_metrics.asgi.types import Scope
+from asgi_metrics.core.labels import UNMATCHED_ROUTE
 
 _MAX_DEPTH = 32
 

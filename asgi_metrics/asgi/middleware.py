@@ -14,20 +14,28 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
 
-from .asgi_correlation import answer_error, correlation_id_for, serve_uncounted
-from .correlation import current_correlation_id, reset_correlation_id
-from .correlation_ids import CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE  # re-export
-from .correlation_ids import ID_BYTES, MAX_ID_LENGTH, CorrelationIds
-from .endpoint import MetricsEndpoint
-from .exemplars import AVAILABLE as OTEL_AVAILABLE
-from .exemplars import SpanIds, current_span_ids, sampled_span
-from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
-from .recorder import Recorder
-from .request_ids import new_id, take_id
-from .settings import ConfigurationError, Settings
-from .span_link import link_span
-from .starlette_routes import RouteTemplates
-from .types import ASGIApp, Message, Receive, Scope, Send
+from asgi_metrics.asgi.correlation import answer_error, correlation_id_for, serve_uncounted
+from asgi_metrics.asgi.endpoint import MetricsEndpoint
+from asgi_metrics.asgi.types import ASGIApp, Message, Receive, Scope, Send
+from asgi_metrics.core.labels import (
+    CLIENT_CLOSED_STATUS,
+    KNOWN_METHODS,
+    OTHER_METHOD,
+    UNMATCHED_ROUTE,
+)
+from asgi_metrics.core.rules import path_filter
+from asgi_metrics.core.settings import ConfigurationError, Settings
+from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
+from asgi_metrics.correlation.ids import (
+    CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE,  # re-export
+)
+from asgi_metrics.correlation.ids import ID_BYTES, MAX_ID_LENGTH, CorrelationIds
+from asgi_metrics.correlation.request_ids import new_id, take_id
+from asgi_metrics.otel.span_link import link_span
+from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
+from asgi_metrics.routes.starlette import RouteTemplates
+from asgi_metrics.wiring import build
 
 # Bound once: per request, a call without the attribute lookup.
 _set_correlation_id = current_correlation_id.set
@@ -56,9 +64,11 @@ class MetricsMiddleware:
             )
         self.app = app
         self.settings = Settings.build(options)
-        self.recorder = Recorder(self.settings)
+        parts = build(self.settings)
+        self.recorder = parts.recorder
+        self.exposition = parts.exposition
         #: The endpoint serving this middleware's metrics, to mount elsewhere if wanted.
-        self.metrics_app = MetricsEndpoint(self.recorder.exposition)
+        self.metrics_app = MetricsEndpoint(self.exposition)
         self._metrics_path = self.settings.metrics_path
         self._route_resolver = route_resolver
         self._templates = RouteTemplates()
@@ -67,14 +77,13 @@ class MetricsMiddleware:
         )
         settings = self.settings
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
-        self._exemplars = self.recorder.wants_exemplars
+        self._exemplars = parts.exemplars
         # The span is read once, when the request is recorded, for both the exemplar and
         # the correlation ID span attribute: an OpenTelemetry middleware outside us has
         # its server span current then, as at the start.
         self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
         self._store_only = self.recorder.otel is None
-        self._excluded = settings.exclude_paths
-        self._patterns = settings.exclude_patterns
+        self._counts = path_filter(settings)
         # Body sizes and the time to first byte cost per message: only measured when
         # one of their histograms is on.
         self._exchange_class: type[_Exchange] = (
@@ -134,9 +143,7 @@ class MetricsMiddleware:
                     cid = correlation_id_for(scope, correlation, raw)
                     id_header = (name, cid.encode("ascii"))
                 token = _set_correlation_id(cid)
-            if isinstance(path, str) and path not in self._excluded and (
-                not self._patterns or recorder.counts(path)
-            ):
+            if self._counts(path):
                 start = perf_counter()
                 raw_method = scope.get("method")
                 # ``in`` raises for an unhashable method: caught below.

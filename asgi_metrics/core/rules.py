@@ -1,0 +1,70 @@
+"""The per-request rules every adapter applies, each defined once here.
+
+Each rule is built for one configuration when the middleware is built (a closure that does
+only what that configuration needs), so the request path calls one function and carries
+no branch for an option that is off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import AnyStr, TypeVar
+
+from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.core.labels import UNMATCHED_ROUTE
+from asgi_metrics.core.settings import Settings
+
+T = TypeVar("T")
+
+
+def path_filter(settings: Settings) -> Callable[[object], bool]:
+    """``counts(path)``: whether a request to ``path`` is counted, i.e. not excluded by
+    ``exclude_paths`` (exact) or ``exclude_patterns`` (full match). A path that is not a
+    string is never counted (a hostile or broken scope is served, not measured)."""
+    excluded = settings.exclude_paths
+    patterns = settings.exclude_patterns
+    if not patterns:
+
+        def counts(path: object) -> bool:
+            return type(path) is str and path not in excluded
+
+        return counts
+
+    def counts_unless_matched(path: object) -> bool:
+        if type(path) is not str or path in excluded:
+            return False
+        return not any(pattern.fullmatch(path) for pattern in patterns)
+
+    return counts_unless_matched
+
+
+def route_or_unmatched(
+    resolve: Callable[[T], object] | None, request: T, failures: FailureLog
+) -> str:
+    """The route template ``resolve(request)`` returns, or the unmatched route when there is
+    no resolver, it returns anything but a string, or it raises (reported to ``failures``
+    as a route lookup failure)."""
+    if resolve is None:
+        return UNMATCHED_ROUTE
+    try:
+        route = resolve(request)
+    except Exception as exc:
+        failures.report("route lookup", exc)
+        return UNMATCHED_ROUTE
+    return route if isinstance(route, str) else UNMATCHED_ROUTE
+
+
+def declared_length(value: object) -> int | None:
+    """A ``Content-Length`` header value as a size, or ``None`` when it is missing or not
+    a valid non-negative whole number (then the body has no declared size)."""
+    if not isinstance(value, (str, bytes)) or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value)
+
+
+def has_header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> bool:
+    """Whether ``headers`` has a header called ``name`` (given in lower case), in any case.
+    The same rule for ASGI's byte pairs and WSGI's string pairs."""
+    size = len(name)
+    # The length first: most names differ in it, and it costs no copy.
+    return any(len(key) == size and key.lower() == name for key, _ in headers)

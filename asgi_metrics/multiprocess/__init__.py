@@ -1,0 +1,26 @@
+"""Multiprocess mode: several worker processes (gunicorn, ``uvicorn --workers``) writing
+to prometheus_client's files in ``PROMETHEUS_MULTIPROC_DIR``, a scrape of any of them
+showing the sum over all.
+
+Public: :func:`child_exit` (a gunicorn hook), :func:`clean_multiproc_dir` (for server
+start-up), :class:`DirectoryCollector` (the directory as a collector, safe alongside our
+compaction) and :func:`multiproc_dir`.
+"""
+
+from asgi_metrics.multiprocess.directory import (
+    ENV_VAR,
+    DirectoryCollector,
+    child_exit,
+    clean_multiproc_dir,
+    collect_directory,
+    multiproc_dir,
+)
+
+__all__ = [
+    "ENV_VAR",
+    "DirectoryCollector",
+    "child_exit",
+    "clean_multiproc_dir",
+    "collect_directory",
+    "multiproc_dir",
+]

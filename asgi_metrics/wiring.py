@@ -1,0 +1,81 @@
+"""Builds one middleware's parts from its settings: the store (single-process or
+multiprocess), the recorder, the collector registered in the registry, and the exposition
+that answers its scrapes.
+
+The one place that knows every layer; adapters call :func:`build` once, when they are
+constructed, and keep what it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asgi_metrics.core.label_cap import overflow_warning
+from asgi_metrics.core.naming import MetricNames, metric_names
+from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.settings import Settings
+from asgi_metrics.core.store import RequestStore
+from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.collector import StoreCollector, register
+from asgi_metrics.exposition.scrape import Exposition
+from asgi_metrics.multiprocess.directory import (
+    check_directory,
+    multiproc_dir,
+    note_exemplars_off,
+    warn_if_several_workers,
+)
+from asgi_metrics.multiprocess.store import MultiprocessStore
+from asgi_metrics.otel import metrics as otel_metrics
+from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What one middleware instance records into and answers scrapes from."""
+
+    settings: Settings
+    names: MetricNames
+    recorder: Recorder
+    collector: StoreCollector
+    exposition: Exposition
+    #: Whether adapters look for a sampled span to attach as an exemplar.
+    exemplars: bool
+    #: The multiprocess directory in use, or ``None`` (single process).
+    multiprocess_dir: str | None
+
+
+def build(settings: Settings) -> Parts:
+    """Build and register the parts ``settings`` ask for."""
+    names = metric_names(settings)
+    on_overflow = overflow_warning(names, settings.max_label_sets)
+    # Chosen once, here: prometheus_client picks its value class at import, so the
+    # environment cannot meaningfully change later in this process anyway.
+    directory = multiproc_dir()
+    store: RequestStore | MultiprocessStore
+    if directory is not None:
+        check_directory(directory)
+        store = MultiprocessStore(
+            names, settings.const_labels, settings.buckets, settings.size_buckets,
+            settings.max_label_sets, on_overflow=on_overflow,
+        )
+    else:
+        warn_if_several_workers()
+        store = RequestStore(
+            settings.buckets, settings.size_buckets, settings.max_label_sets,
+            on_overflow=on_overflow,
+        )
+    recorder = Recorder(settings, names, store, otel_metrics.build(settings))
+    collector = StoreCollector(store, names, settings.const_labels)
+    register(settings.target_registry, collector)
+    exposition = Exposition(
+        settings.target_registry, collector,
+        auth=MetricsAuth.from_settings(settings),
+        max_concurrent_scrapes=settings.max_concurrent_scrapes,
+    )
+    exemplars = settings.exemplars and OTEL_AVAILABLE
+    if directory is not None and exemplars:
+        # prometheus_client's multiprocess files have no place for exemplars: say so
+        # once, and skip the span lookup per request.
+        note_exemplars_off()
+        exemplars = False
+    return Parts(settings, names, recorder, collector, exposition, exemplars, directory)
