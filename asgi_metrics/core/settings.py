@@ -1,7 +1,9 @@
 """The one settings object every integration builds (ASGI keywords, WSGI keywords, Django
 settings, Flask config, ``HTTP_METRICS_*`` environment variables).
 
-Everything is validated here, once, when the middleware is built: a wrong setting raises
+Each setting is declared once, below: its type, default, the check of its value and the
+form of its environment variable (none for settings holding Python objects). Everything is
+validated here, once, when the middleware is built: a wrong setting raises
 :class:`ConfigurationError` naming the setting, never a failure per request.
 """
 
@@ -9,8 +11,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import itertools
-import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -19,31 +19,47 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from asgi_metrics.core import checks
+from asgi_metrics.core.checks import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DEFAULT_MAX_CONCURRENT_SCRAPES",
+    "DEFAULT_MAX_LABEL_SETS",
+    "DEFAULT_SIZE_BUCKETS",
+    "ENV_PREFIX",
+    "ConfigurationError",
+    "Settings",
+]
+
 #: The OpenTelemetry HTTP server duration buckets, in seconds.
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
 #: Body size buckets, in bytes (100 B to 100 MB, by factors of 10).
 DEFAULT_SIZE_BUCKETS: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
-
 #: Default for ``max_label_sets``: far above what a real app's routes x methods x statuses
 #: produce, far below what hurts a Prometheus server.
 DEFAULT_MAX_LABEL_SETS = 2000
 DEFAULT_MAX_CONCURRENT_SCRAPES = 4
 
 ENV_PREFIX = "HTTP_METRICS_"
-NAMING_PRESETS = ("default", "otel")
 
-_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
-# RFC 9110 token: what a header field name may be.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+Check = Callable[[Any], Any]
+EnvForm = Callable[[str], Any]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class ConfigurationError(ValueError):
-    """A setting has a wrong value or name. The message names the setting."""
+def _setting(
+    default: Any, check: Check, env: EnvForm | None, *, secret: bool = False
+) -> Any:
+    """Declare a setting: its default, the check of its value, and the parser of its
+    ``HTTP_METRICS_<NAME>`` form (``None``: it holds a Python object, no variable)."""
+    metadata = {"check": check, "env": env}
+    if isinstance(default, (dict, list, set)):
+        kind = type(default)
+        return field(default_factory=kind, repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -55,70 +71,91 @@ class Settings:
     """
 
     #: Prefix for every metric name (``myapp`` gives ``myapp_http_requests_total``).
-    namespace: str = ""
+    namespace: str = _setting("", checks.namespace, checks.env_text)
     #: ``"default"`` (``http_requests_total`` ...) or ``"otel"`` (OpenTelemetry names).
-    naming: str = "default"
+    naming: str = _setting("default", checks.naming, checks.env_text)
     #: Duration histogram bucket bounds, seconds, strictly increasing.
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+    buckets: tuple[float, ...] = _setting(DEFAULT_BUCKETS, checks.buckets, checks.env_numbers)
     #: Label statuses by class (``2xx``) instead of by code.
-    group_status: bool = False
+    group_status: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Paths that are served but not counted (exact match on the request path, without
     #: the server's ``root_path``).
-    exclude_paths: frozenset[str] = frozenset()
+    exclude_paths: frozenset[str] = _setting(
+        frozenset(), checks.exclude_paths, checks.env_list
+    )
     #: Regular expressions; a path that fully matches one is not counted.
-    exclude_patterns: tuple[re.Pattern[str], ...] = ()
+    exclude_patterns: tuple[re.Pattern[str], ...] = _setting(
+        (), checks.exclude_patterns, checks.env_list
+    )
     #: Where the middleware serves the metrics; ``None`` turns the endpoint off.
-    metrics_path: str | None = "/metrics"
+    metrics_path: str | None = _setting(
+        "/metrics", checks.metrics_path, checks.env_optional_path
+    )
     #: The registry the metrics are registered in (and whose other collectors ``/metrics``
     #: also shows). ``None`` means prometheus_client's default ``REGISTRY``.
-    registry: CollectorRegistry | None = None
-    #: Labels with fixed values added to every series of this library.
-    const_labels: Mapping[str, str] = field(default_factory=dict)
+    registry: CollectorRegistry | None = _setting(None, checks.registry, None)
+    #: Labels with fixed values (strings) added to every series of this library.
+    const_labels: Mapping[str, str] = _setting({}, checks.const_labels, checks.env_pairs)
     #: Also record a request body size histogram.
-    request_size: bool = False
+    request_size: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Also record a response body size histogram.
-    response_size: bool = False
+    response_size: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Also record a time-to-first-byte histogram (arrival to the response start).
-    time_to_first_byte: bool = False
+    time_to_first_byte: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Bucket bounds for the body size histograms, bytes.
-    size_buckets: tuple[float, ...] = DEFAULT_SIZE_BUCKETS
+    size_buckets: tuple[float, ...] = _setting(
+        DEFAULT_SIZE_BUCKETS, checks.buckets, checks.env_numbers
+    )
     #: The most distinct label sets one metric family may hold. Past it, new label sets
     #: are counted in one overflow series (every label ``__overflow__``), so a family
     #: never has more than this many series whatever the traffic.
-    max_label_sets: int = DEFAULT_MAX_LABEL_SETS
+    max_label_sets: int = _setting(
+        DEFAULT_MAX_LABEL_SETS, checks.max_label_sets, checks.env_int
+    )
     #: Scrapes of ``/metrics`` answered at once; more get 503 with ``Retry-After``.
     #: Concurrent scrapes of the same format share one rendering.
-    max_concurrent_scrapes: int = DEFAULT_MAX_CONCURRENT_SCRAPES
+    max_concurrent_scrapes: int = _setting(
+        DEFAULT_MAX_CONCURRENT_SCRAPES, checks.positive_int, checks.env_int
+    )
     #: When set, ``/metrics`` requires ``Authorization: Bearer <token>``. Never shown in
     #: reprs, logs or error messages.
-    metrics_bearer_token: str | None = field(default=None, repr=False)
+    metrics_bearer_token: str | None = _setting(
+        None, checks.bearer_token, checks.env_text, secret=True
+    )
     #: When set, ``/metrics`` requires HTTP basic auth with this ``(user, password)``.
     #: The environment variable takes ``user:password``. Never shown anywhere.
-    metrics_basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    metrics_basic_auth: tuple[str, str] | None = _setting(
+        None, checks.basic_auth, checks.env_user_password, secret=True
+    )
     #: Take (or make) a correlation ID per request, expose it to the app and logs and echo
     #: it on the response.
-    correlation_id: bool = False
+    correlation_id: bool = _setting(False, checks.boolean, checks.env_bool)
     #: The request and response header carrying the correlation ID.
-    correlation_header: str = "X-Request-ID"
+    correlation_header: str = _setting("X-Request-ID", checks.header_name, checks.env_text)
     #: ``validator(incoming) -> bool`` replacing the built-in check of incoming IDs (1-64
     #: characters of ``[A-Za-z0-9._-]``). ``None``: the built-in check.
-    correlation_id_validator: Callable[[str], bool] | None = None
+    correlation_id_validator: Callable[[str], bool] | None = _setting(
+        None, checks.validator, None
+    )
     #: Client addresses (IPs or CIDR networks) whose incoming IDs are trusted; from anyone
     #: else a new ID is generated. Empty: incoming IDs are trusted from every client.
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = _setting(
+        (), checks.trusted_proxies, checks.env_list
+    )
     #: Without a usable incoming ID, use the active OpenTelemetry span's trace ID.
-    trace_id_as_correlation_id: bool = False
+    trace_id_as_correlation_id: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Attach ``{trace_id, span_id}`` exemplars of the active sampled span to the duration
     #: histogram and request counter (shown in OpenMetrics scrapes only).
-    exemplars: bool = True
+    exemplars: bool = _setting(True, checks.boolean, checks.env_bool)
     #: An OpenTelemetry ``MeterProvider``: also record the requests as OpenTelemetry
     #: HTTP server metrics through it.
-    meter_provider: Any = None
+    meter_provider: Any = _setting(None, checks.meter_provider, None)
     #: Record OpenTelemetry HTTP server metrics through the global meter provider.
-    otel_metrics: bool = False
+    otel_metrics: bool = _setting(False, checks.boolean, checks.env_bool)
 
     @property
     def target_registry(self) -> CollectorRegistry:
+        """The registry to register in: ``registry``, or prometheus_client's default."""
         return REGISTRY if self.registry is None else self.registry
 
     @classmethod
@@ -131,298 +168,45 @@ class Settings:
         Explicit options win over environment variables.
         """
         options = dict(options or {})
-        environ = os.environ if environ is None else environ
-        known = {f.name for f in fields(cls)}
+        declared = {f.name: f.metadata for f in fields(cls)}
         for name in options:
-            if name not in known:
-                raise ConfigurationError(_unknown(name, known))
-        merged: dict[str, Any] = {}
-        from_env: dict[str, str] = {}  # setting name -> the variable that set it
-        for key, raw in environ.items():
-            if not key.startswith(ENV_PREFIX):
-                continue
-            name = key[len(ENV_PREFIX):].lower()
-            if name not in known or name in _OBJECT_SETTINGS:
-                raise ConfigurationError(
-                    f"{key}: {_unknown(name, known - _OBJECT_SETTINGS)}"
-                    " (environment variables are HTTP_METRICS_ plus a setting name)"
-                )
-            try:
-                merged[name] = _from_env(name, raw)
-            except ConfigurationError as exc:
-                raise ConfigurationError(f"{key}: {exc}") from None
-            from_env[name] = key
-        merged.update(options)
+            if name not in declared:
+                raise ConfigurationError(_unknown(name, declared))
+        from_env = _from_environment(declared, os.environ if environ is None else environ)
         values: dict[str, Any] = {}
-        for name, value in merged.items():
+        for name, value in {**{n: v for n, (v, _) in from_env.items()}, **options}.items():
             try:
-                values[name] = _CHECKS[name](value)
+                values[name] = declared[name]["check"](value)
             except ConfigurationError as exc:
-                env = from_env.get(name) if name not in options else None
-                source = f" (from {env})" if env else ""
+                variable = from_env[name][1] if name not in options else None
+                source = f" (from {variable})" if variable else ""
                 raise ConfigurationError(f"setting {name!r}{source}: {exc}") from None
         return cls(**values)
+
+
+def _from_environment(
+    declared: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
+) -> dict[str, tuple[Any, str]]:
+    """``{setting: (parsed value, variable name)}`` for every ``HTTP_METRICS_*`` variable."""
+    with_env = {name for name, meta in declared.items() if meta["env"] is not None}
+    found: dict[str, tuple[Any, str]] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in with_env:
+            raise ConfigurationError(
+                f"{key}: {_unknown(name, with_env)}"
+                " (environment variables are HTTP_METRICS_ plus a setting name)"
+            )
+        try:
+            found[name] = (declared[name]["env"](raw.strip()), key)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{key}: {exc}") from None
+    return found
 
 
 def _unknown(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown setting {name!r}{hint}"
-
-
-def _from_env(name: str, raw: str) -> Any:
-    """Turn an environment string into the value type ``_CHECKS[name]`` expects."""
-    raw = raw.strip()
-    if name in _BOOLEANS:
-        low = raw.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ConfigurationError(f"expected true or false, got {raw!r}")
-    if name in ("buckets", "size_buckets"):
-        try:
-            return [float(part) for part in raw.split(",") if part.strip()]
-        except ValueError:
-            raise ConfigurationError(f"expected comma-separated numbers, got {raw!r}") from None
-    if name in ("exclude_paths", "exclude_patterns", "trusted_proxies"):
-        return [part.strip() for part in raw.split(",") if part.strip()]
-    if name == "const_labels":
-        labels: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in raw.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise ConfigurationError(f"expected name=value pairs, got {part!r}")
-            labels[key.strip()] = value.strip()
-        return labels
-    if name == "metrics_path" and raw.lower() in ("", "none", "off"):
-        return None
-    if name in ("max_label_sets", "max_concurrent_scrapes"):
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigurationError(f"expected a whole number, got {raw!r}") from None
-    if name == "metrics_basic_auth":
-        # Never echo the value: it is a secret.
-        user, sep, password = raw.partition(":")
-        if not sep:
-            raise ConfigurationError("expected user:password (value not shown)")
-        return (user, password)
-    return raw
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"expected True or False, got {value!r}")
-    return value
-
-
-def _namespace(value: Any) -> str:
-    if not isinstance(value, str) or (value and not _METRIC_NAME.fullmatch(value)):
-        raise ConfigurationError(
-            f"expected a metric name prefix like 'myapp' ([a-zA-Z_:][a-zA-Z0-9_:]*), got {value!r}"
-        )
-    return value
-
-
-def _naming(value: Any) -> str:
-    if value not in NAMING_PRESETS:
-        raise ConfigurationError(f"expected one of {', '.join(NAMING_PRESETS)}, got {value!r}")
-    return str(value)
-
-
-def _buckets(value: Any) -> tuple[float, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigurationError(f"expected a list of numbers, got {value!r}")
-    bounds: list[float] = []
-    for bound in value:
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-            raise ConfigurationError(f"expected numbers, got {bound!r}")
-        bounds.append(float(bound))
-    if bounds and math.isinf(bounds[-1]) and bounds[-1] > 0:
-        bounds.pop()  # +Inf is always there; accept it written out.
-    if not bounds:
-        raise ConfigurationError("expected at least one finite bucket bound")
-    if any(math.isnan(b) or math.isinf(b) for b in bounds):
-        raise ConfigurationError(f"bucket bounds must be finite numbers, got {list(value)!r}")
-    if any(b >= a for b, a in itertools.pairwise(bounds)):
-        raise ConfigurationError(f"bucket bounds must be strictly increasing, got {bounds!r}")
-    return tuple(bounds)
-
-
-def _exclude_paths(value: Any) -> frozenset[str]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigurationError(f"expected a list of paths, got {value!r}")
-    paths = list(value)
-    for path in paths:
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigurationError(f"paths must be strings starting with '/', got {path!r}")
-    return frozenset(paths)
-
-
-def _exclude_patterns(value: Any) -> tuple[re.Pattern[str], ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigurationError(f"expected a list of regular expressions, got {value!r}")
-    patterns = []
-    for pattern in value:
-        if isinstance(pattern, re.Pattern):
-            patterns.append(pattern)
-            continue
-        if not isinstance(pattern, str):
-            raise ConfigurationError(f"expected a regular expression, got {pattern!r}")
-        try:
-            patterns.append(re.compile(pattern))
-        except re.error as exc:
-            raise ConfigurationError(
-                f"{pattern!r} is not a valid regular expression: {exc}"
-            ) from None
-    return tuple(patterns)
-
-
-def _metrics_path(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ConfigurationError(f"expected a path starting with '/' or None, got {value!r}")
-    return value
-
-
-def _registry(value: Any) -> CollectorRegistry | None:
-    if value is not None and not isinstance(value, CollectorRegistry):
-        raise ConfigurationError(f"expected a prometheus_client CollectorRegistry, got {value!r}")
-    return value
-
-
-def _const_labels(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"expected a mapping of label names to values, got {value!r}")
-    labels: dict[str, str] = {}
-    for key, label_value in value.items():
-        if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
-            raise ConfigurationError(f"{key!r} is not a valid label name")
-        if not isinstance(label_value, str):
-            raise ConfigurationError(f"the value of {key!r} must be a string")
-        labels[key] = label_value
-    return labels
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"expected a whole number of at least 1, got {value!r}")
-    return value
-
-
-def _max_label_sets(value: Any) -> int:
-    # One slot is kept for the overflow series, so at least one real label set fits.
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ConfigurationError(f"expected a whole number of at least 2, got {value!r}")
-    return value
-
-
-def _bearer_token(value: Any) -> str | None:
-    # Messages describe the value's type, never the value: it is a secret.
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"expected a string, got a {type(value).__name__}")
-    if not value.strip():
-        raise ConfigurationError("expected a non-empty token")
-    if value != value.strip() or not value.isascii() or not value.isprintable():
-        raise ConfigurationError(
-            "the token must be printable ASCII without surrounding spaces (value not shown)"
-        )
-    return value
-
-
-def _correlation_header(value: Any) -> str:
-    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
-        raise ConfigurationError(f"expected an HTTP header name like 'X-Request-ID', got {value!r}")
-    return value
-
-
-def _validator(value: Any) -> Callable[[str], bool] | None:
-    if value is not None and not callable(value):
-        raise ConfigurationError(f"expected a callable taking the incoming ID, got {value!r}")
-    return value  # type: ignore[no-any-return]
-
-
-def _trusted_proxies(
-    value: Any,
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigurationError(f"expected a list of IP addresses or networks, got {value!r}")
-    networks = []
-    for item in value:
-        if isinstance(item, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            networks.append(item)
-            continue
-        try:
-            networks.append(ipaddress.ip_network(str(item).strip(), strict=False))
-        except ValueError:
-            raise ConfigurationError(
-                f"{item!r} is not an IP address or network (like '10.0.0.0/8')"
-            ) from None
-    return tuple(networks)
-
-
-def _meter_provider(value: Any) -> Any:
-    if value is not None and not callable(getattr(value, "get_meter", None)):
-        raise ConfigurationError(
-            f"expected an OpenTelemetry MeterProvider (with get_meter()), got {value!r}"
-        )
-    return value
-
-
-def _basic_auth(value: Any) -> tuple[str, str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        user, sep, password = value.partition(":")
-        if not sep:
-            raise ConfigurationError("expected (user, password) or 'user:password'")
-        value = (user, password)
-    if (
-        not isinstance(value, (tuple, list))
-        or len(value) != 2
-        or not all(isinstance(part, str) for part in value)
-    ):
-        raise ConfigurationError("expected (user, password), two strings (value not shown)")
-    user, password = value
-    if not user or not password:
-        raise ConfigurationError("user and password must both be non-empty")
-    if ":" in user:
-        raise ConfigurationError("the user name cannot contain ':' (RFC 7617)")
-    return (user, password)
-
-
-#: Settings that hold Python objects and so have no environment variable.
-_OBJECT_SETTINGS = frozenset({"registry", "correlation_id_validator", "meter_provider"})
-_BOOLEANS = ("group_status", "request_size", "response_size", "time_to_first_byte",
-             "correlation_id", "trace_id_as_correlation_id", "exemplars", "otel_metrics")
-_CHECKS: dict[str, Any] = {
-    "namespace": _namespace,
-    "naming": _naming,
-    "buckets": _buckets,
-    "group_status": _bool,
-    "exclude_paths": _exclude_paths,
-    "exclude_patterns": _exclude_patterns,
-    "metrics_path": _metrics_path,
-    "registry": _registry,
-    "const_labels": _const_labels,
-    "request_size": _bool,
-    "response_size": _bool,
-    "time_to_first_byte": _bool,
-    "size_buckets": _buckets,
-    "max_label_sets": _max_label_sets,
-    "max_concurrent_scrapes": _positive_int,
-    "metrics_bearer_token": _bearer_token,
-    "metrics_basic_auth": _basic_auth,
-    "correlation_id": _bool,
-    "correlation_header": _correlation_header,
-    "correlation_id_validator": _validator,
-    "trusted_proxies": _trusted_proxies,
-    "trace_id_as_correlation_id": _bool,
-    "exemplars": _bool,
-    "meter_provider": _meter_provider,
-    "otel_metrics": _bool,
-}
