@@ -10,7 +10,6 @@ import gzip
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -18,13 +17,13 @@ from prometheus_client import generate_latest as generate_text
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from asgi_metrics.compat import MultiProcessCollector, registered_collectors
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
 from asgi_metrics.exposition.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
-    MultiProcessCollector,
     add_request_counters,
     collect_directory,
     multiproc_dir,
@@ -180,15 +179,8 @@ class Exposition:
             def collect(self) -> Iterator[Metric]:
                 yield from metrics
                 seen = {metric.name for metric in metrics}
-                # The registry's collector list is private API; fall back to everything.
-                table = getattr(registry, "_collector_to_names", None)
-                lock = getattr(registry, "_lock", None)
-                collectors: list[Any]
-                if table is None or lock is None:
-                    collectors = [registry]
-                else:
-                    with lock:
-                        collectors = list(table)
+                # Without the registry's collector list: everything, as one collector.
+                collectors = registered_collectors(registry) or [registry]
                 with others_only():
                     for collector in collectors:
                         if collector in per_worker or isinstance(

@@ -37,19 +37,21 @@ import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, mmap_dict
-from prometheus_client import multiprocess as _pc_multiprocess
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from asgi_metrics.compat import (
+    MmapedDict,
+    accumulate_multiprocess,
+    flush_mmaped,
+    mark_process_dead,
+    set_multiprocess_mode,
+)
 from asgi_metrics.core.settings import ConfigurationError
 
 logger = logging.getLogger("asgi_metrics")
 
-# prometheus_client's multiprocess internals are untyped.
-MmapedDict: Any = mmap_dict.MmapedDict
-MultiProcessCollector: Any = _pc_multiprocess.MultiProcessCollector
-mark_process_dead: Any = _pc_multiprocess.mark_process_dead
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 LOCK_FILE = "asgi_metrics.lock"
@@ -335,7 +337,7 @@ def _compact(path: str, dead: dict[str, list[str]]) -> None:
         try:
             for key, value in totals.items():
                 out.write_value(key, value, 0.0)
-            out._m.flush()
+            flush_mmaped(out)
         finally:
             out.close()
         replace.append((tmp, archive))
@@ -408,12 +410,12 @@ def read_metrics(files: Iterable[str]) -> list[Metric]:
             if metric is None:
                 metric = metrics[metric_name] = Metric(metric_name, help_text, typ)
             if typ == "gauge":
-                metric._multiprocess_mode = parts[1]  # type: ignore[attr-defined]
+                set_multiprocess_mode(metric, parts[1])
                 metric.add_sample(name, (*labels_key, ("pid", parts[2][:-3])),  # type: ignore[arg-type]
                                   value, timestamp)
             else:
                 metric.add_sample(name, labels_key, value)  # type: ignore[arg-type]
-    return list(MultiProcessCollector._accumulate_metrics(metrics, True))
+    return list(accumulate_multiprocess(metrics))
 
 
 def collect_directory(path: str) -> list[Metric]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from prometheus_client import values
 
+from asgi_metrics.compat import value_class_is_multiprocess
 from asgi_metrics.core.label_cap import LabelSetCap
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.naming import Family, MetricNames
@@ -43,10 +44,9 @@ ENV_AFTER_IMPORT = (
 
 def multiprocess_value_class() -> Any:
     """prometheus_client's value class, checked to be the multiprocess one."""
-    value_class = values.ValueClass
-    if not getattr(value_class, "_multiprocess", False):
+    if not value_class_is_multiprocess():
         raise ConfigurationError(ENV_AFTER_IMPORT)
-    return value_class
+    return values.ValueClass
 
 
 class _Histogram:

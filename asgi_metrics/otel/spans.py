@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from asgi_metrics.compat import otel_context_getter, otel_span_key
+
 #: (trace_id, span_id) of a sampled span, as the integers OpenTelemetry keeps.
 SpanIds = tuple[int, int]
 
@@ -24,26 +26,10 @@ except ImportError:  # no opentelemetry-api: no spans to read
     _span_key = None
     _trace = None  # type: ignore[assignment]
 else:
-    _get_current = _context.get_current
-    try:
-        # The key under which the API keeps the current span in the context. Reading it
-        # directly skips building INVALID_SPAN's context on the (common) no-span path.
-        from opentelemetry.trace.propagation import _SPAN_KEY as _span_key
-    except ImportError:  # a future API moved it: use the public, slower path
-        _span_key = None
-    try:
-        # The default runtime context is one ContextVar; reading it directly saves two
-        # Python calls per lookup. Only when that is exactly what is configured.
-        from contextvars import ContextVar
-
-        from opentelemetry.context import _RUNTIME_CONTEXT
-        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-
-        _var = getattr(_RUNTIME_CONTEXT, "_current_context", None)
-        if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext and isinstance(_var, ContextVar):
-            _get_current = _var.get
-    except ImportError:
-        pass
+    # Reading the span's key directly skips building INVALID_SPAN's context on the
+    # (common) no-span path; the ContextVar's own get saves two Python calls.
+    _span_key = otel_span_key()
+    _get_current = otel_context_getter() or _context.get_current
 
 #: Whether ``opentelemetry-api`` could be imported.
 AVAILABLE = _trace is not None

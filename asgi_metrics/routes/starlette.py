@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from asgi_metrics.asgi.types import Scope
+from asgi_metrics.compat import effective_route
 from asgi_metrics.core.labels import UNMATCHED_ROUTE
 
 _MAX_DEPTH = 32
@@ -53,8 +54,8 @@ class _Index:
         self.router = router
         self.by_route: dict[int, list[_Entry]] = {}
         self.by_endpoint: dict[int, list[_Entry]] = {}
-        self._mount = Mount
-        self._host = Host
+        #: Starlette's Mount and Host classes (imported with the first router).
+        self.containers = (Mount, Host)
         # Every route list walked and its length then, to notice routes added later.
         self._lists: list[tuple[Sequence[Any], int]] = []
         self._walk(_routes_of(router), "", 0)
@@ -75,11 +76,11 @@ class _Index:
             return
         self._lists.append((routes, len(routes)))
         for original, effective, path in _route_contexts(routes):
-            if isinstance(effective, self._host):
+            if isinstance(effective, self.containers[1]):
                 self._walk(_routes_of(effective.app), prefix, depth + 1)
                 continue
             template = prefix + (path or "")
-            if isinstance(effective, self._mount):
+            if isinstance(effective, self.containers[0]):
                 children = _routes_of(effective.app)
                 entry = _Entry(
                     template + "/{path:path}", original, mount=True, opaque_mount=not children
@@ -118,7 +119,7 @@ def _route_contexts(routes: Sequence[Any]) -> Iterable[tuple[Any, Any, str | Non
     if iter_route_contexts is None:
         return [(route, route, getattr(route, "path", None)) for route in routes]
     return [
-        (ctx.original_route, ctx._effective_route, ctx.path)
+        (ctx.original_route, effective_route(ctx), ctx.path)
         for ctx in iter_route_contexts(routes)
     ]
 
@@ -157,7 +158,7 @@ class RouteTemplates:
             return known[2]
         index = self._index(router)
         entries = None
-        if route is not None and not isinstance(route, (index._mount, index._host)):
+        if route is not None and not isinstance(route, index.containers):
             entries = self._find(router, False, route)
             if entries is None:
                 path = getattr(route, "path", None)  # a route outside the tree we can walk
@@ -170,7 +171,7 @@ class RouteTemplates:
             entries = self._find(router, True, scope.get("endpoint"))
             if entries is None:
                 return UNMATCHED_ROUTE
-        if route is None or isinstance(route, (index._mount, index._host)):
+        if route is None or isinstance(route, index.containers):
             # By endpoint, which several routes may share, one of them added after the
             # index was built: check the path against the templates (not the routes).
             route_path = _route_path(scope, root_path)
