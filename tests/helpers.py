@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -160,18 +161,26 @@ async def get_all(app: Any, paths: Iterable[str], method: str = "GET") -> list[i
 SPAN_FAILURES = ("span lookup", "setting the correlation ID span attribute")
 
 
-def break_span(module: Any, broken: str, monkeypatch: Any) -> None:
-    """Make the span read of the middleware in ``module`` (one that imports
-    ``sampled_span``) fail as ``broken`` says: the lookup raises, or a real SDK span whose
-    set_attribute raises is the current one."""
+@contextlib.contextmanager
+def broken_span(broken: str) -> Iterator[None]:
+    """Make the current span (through OpenTelemetry's public context API) one whose read
+    fails as ``broken`` says: reading its context raises ("span lookup"), or it is a real
+    sampled SDK span whose ``set_attribute`` raises."""
+    from opentelemetry import context, trace
     from opentelemetry.sdk.trace import TracerProvider
 
     def fail(*args: Any) -> Any:
         raise RuntimeError("injected")
 
+    span: Any
     if broken == "span lookup":
-        monkeypatch.setattr(module, "sampled_span", fail)
-        return
-    span = TracerProvider().get_tracer("test").start_span("server")
-    monkeypatch.setattr(span, "set_attribute", fail)
-    monkeypatch.setattr(module, "sampled_span", lambda: span)
+        span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+        span.get_span_context = fail
+    else:
+        span = TracerProvider().get_tracer("test").start_span("server")
+        span.set_attribute = fail
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)

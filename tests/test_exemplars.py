@@ -21,7 +21,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import MetricsMiddleware, get_correlation_id
-from tests.helpers import SPAN_FAILURES, break_span
+from tests.helpers import SPAN_FAILURES, broken_span
 
 pytestmark = pytest.mark.anyio
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -220,15 +220,13 @@ async def test_span_failures_keep_the_id_and_the_count(
 ) -> None:
     """The span is read as the request is recorded; when reading it or tagging it fails,
     the response keeps its correlation header and the request is still counted."""
-    import asgi_metrics.asgi.middleware
-
-    break_span(asgi_metrics.asgi.middleware, broken, monkeypatch)
     app = Starlette(routes=[Route("/hello", hello)])
     app.add_middleware(MetricsMiddleware, registry=CollectorRegistry(), correlation_id=True)
-    for _ in range(3):
-        response = await get(app, "/hello", {"X-Request-ID": "kept-1"})
-        assert response.status_code == 200 and response.text == "kept-1"
-        assert response.headers["x-request-id"] == "kept-1"
+    with broken_span(broken):
+        for _ in range(3):
+            response = await get(app, "/hello", {"X-Request-ID": "kept-1"})
+            assert response.status_code == 200 and response.text == "kept-1"
+            assert response.headers["x-request-id"] == "kept-1"
     metrics = parse((await get(app, "/metrics", OPENMETRICS)).text)
     [count] = [
         s.value for s in metrics["http_requests"].samples

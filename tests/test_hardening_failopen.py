@@ -1,13 +1,14 @@
 """Fail-open: whatever part of recording fails, the client gets exactly what the bare app
 sends, and the failure is logged once per kind (rate-limited), not once per request.
 
-Faults are injected into the real code paths: the store's methods on the instance, the
-route lookup, the label functions the middleware imports.
+Faults are injected through public seams only: the store instance the recorder holds, a
+broken scope, a raising route_resolver, a current OpenTelemetry span that breaks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,10 +21,8 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-import asgi_metrics.asgi.middleware
-import asgi_metrics.core.store
-import asgi_metrics.correlation.ids
 from asgi_metrics import MetricsMiddleware
+from tests.helpers import broken_span
 from tests.support.hardening import Message, call_asgi, http_scope, scrape
 
 
@@ -33,16 +32,6 @@ class Boom(RuntimeError):
 
 def _raise(*args: Any, **kwargs: Any) -> Any:
     raise Boom("injected fault")
-
-
-class _Raising:
-    """A label table whose every lookup fails."""
-
-    def __contains__(self, item: object) -> bool:
-        raise Boom("injected fault")
-
-    def get(self, *args: object) -> str:
-        raise Boom("injected fault")
 
 
 async def _ok(request: Request) -> PlainTextResponse:
@@ -98,77 +87,90 @@ def _outcome(app: Any, scope: dict[str, Any], incoming: list[Message]) -> Any:
 
 EXPECTED = {name: _outcome(_app(), scope, incoming) for name, scope, incoming in _calls()}
 
-# name -> (what to break, the failure kind it logs). Each gets a fresh middleware.
-Fault = Callable[[MetricsMiddleware, pytest.MonkeyPatch], None]
+OPTIONS: dict[str, Any] = {
+    "time_to_first_byte": True, "request_size": True, "response_size": True,
+}
+
+
+def _middleware(app: Any = None, **options: Any) -> MetricsMiddleware:
+    return MetricsMiddleware(
+        _app() if app is None else app, registry=CollectorRegistry(), **OPTIONS, **options
+    )
+
+
+class _BrokenRouter:
+    """A route object in ``scope["router"]`` whose route list cannot be read (Starlette
+    leaves a router already there in place; its own routing does not use it)."""
+
+    @property
+    def routes(self) -> Any:
+        raise Boom("injected fault")
+
+
+def _with_broken_router(app: Any) -> Any:
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["router"] = _BrokenRouter()
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def _store_method(name: str) -> Fault:
-    def inject(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
+    def inject(monkeypatch: pytest.MonkeyPatch) -> tuple[MetricsMiddleware, Any]:
+        mw = _middleware()
         monkeypatch.setattr(mw.recorder.store, name, _raise)
+        return mw, contextlib.nullcontext()
     return inject
 
 
-def _new_id_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every caller: the ASGI fast path (pool, then refill) and the policy object's.
-    monkeypatch.setattr(asgi_metrics.asgi.middleware, "take_id", _raise)
-    monkeypatch.setattr(asgi_metrics.asgi.middleware, "new_id", _raise)
-    monkeypatch.setattr(asgi_metrics.correlation.ids, "new_id", _raise)
-
-
-def _exemplar_store_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if every request ran in a sampled span, so the exemplar is stored, and fails.
-    monkeypatch.setattr(asgi_metrics.asgi.middleware, "current_span_ids", lambda: (1, 2))
-    monkeypatch.setattr(asgi_metrics.core.store, "time", _raise)
-
-
-def _user_resolver_raises(mw: MetricsMiddleware, monkeypatch: pytest.MonkeyPatch) -> None:
-    # As if built with route_resolver=<a user callable that raises>.
-    monkeypatch.setattr(mw, "_route_resolver", _raise)
-    monkeypatch.setattr(mw, "_lookup", mw._resolve)
-
+# Every fault goes in through a public seam: the store instance the recorder holds, the
+# scope a (broken) app or server hands over, a route_resolver, the current OpenTelemetry
+# span. name -> (the middleware and the context to serve in, the failure kind it logs).
+Fault = Callable[[pytest.MonkeyPatch], tuple[MetricsMiddleware, Any]]
 
 FAULTS: dict[str, tuple[Fault, str]] = {
-    # The recorder binds store.start once, at start-up.
-    # The ASGI middleware counts a request in flight straight in the store (one call
-    # less); a failure there leaves the request unmeasured, served as by the bare app.
-    "store.start": (
-        lambda mw, mp: mp.setattr(mw.recorder.store, "start", _raise), "reading the request",
-    ),
+    "store.start": (_store_method("start"), "recording a request start"),
     "store.observe": (_store_method("observe"), "recording a request"),
     "store.observe_extra": (_store_method("observe_extra"), "recording a request"),
     # Starlette has sent its 500 before the exception reaches us: counted afterwards.
     "store.count_exception": (_store_method("count_exception"), "recording an exception"),
     "built-in route lookup": (
-        lambda mw, mp: mp.setattr(mw, "_lookup", _raise), "route lookup",
+        lambda mp: (_middleware(_with_broken_router(_app())), contextlib.nullcontext()),
+        "route lookup",
     ),
     "route_resolver": (
-_user_resolver_raises, "route lookup"
-    ),
-    "method label": (
-        lambda mw, mp: mp.setattr(asgi_metrics.asgi.middleware, "KNOWN_METHODS", _Raising()),
-        "reading the request",
-    ),
-    "status label": (
-        lambda mw, mp: mp.setattr(mw.recorder, "_status_labels", _Raising()),
-        "recording a request",
-    ),
-    "exclusion check": (
-        lambda mw, mp: mp.setattr(mw, "_counts", _raise), "reading the request",
+        lambda mp: (_middleware(route_resolver=_raise), contextlib.nullcontext()),
+        "route lookup",
     ),
     # Exemplars are on by default (OpenTelemetry is installed in the test environment).
     "span lookup": (
-        lambda mw, mp: mp.setattr(asgi_metrics.asgi.middleware, "current_span_ids", _raise),
-        "span lookup",
+        lambda mp: (_middleware(), broken_span("span lookup")), "span lookup",
     ),
-    "exemplar store": (_exemplar_store_raises, "recording a request"),
-    # These three need correlation IDs on (see WITH_CORRELATION): when making the ID
-    # fails, the request is served as if the middleware were not there, header included.
-    "correlation ID generation": (_new_id_raises, "reading the request"),
+    "span attribute": (
+        lambda mp: (_middleware(correlation_id=True), broken_span("attribute")),
+        "setting the correlation ID span attribute",
+    ),
+    # Choosing the ID needs the span's trace ID here, and reading it fails: the request
+    # is served as if the middleware were not there, header included.
     "correlation ID choice": (
-        lambda mw, mp: mp.setattr(mw._correlation, "choose", _raise), "reading the request",
+        lambda mp: (
+            _middleware(correlation_id=True, trace_id_as_correlation_id=True),
+            broken_span("span lookup"),
+        ),
+        "reading the request",
     ),
 }
-WITH_CORRELATION = {"correlation ID generation", "correlation ID choice"}
+# With correlation IDs on, the response carries a header the bare app does not send.
+WITH_HEADER = {"span attribute"}
+
+
+def _without_id_header(outcome: Any) -> Any:
+    sent, exc = outcome
+    for message in sent:
+        if message.get("type") == "http.response.start":
+            message["headers"] = [h for h in message["headers"] if h[0] != b"x-request-id"]
+    return sent, exc
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -176,18 +178,15 @@ def test_client_sees_the_bare_app_whatever_fails(
     fault: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     inject, kind = FAULTS[fault]
-    extra: dict[str, Any] = {}
-    if fault in WITH_CORRELATION:
-        extra = {"correlation_id": True, "trace_id_as_correlation_id": True}
-    mw = MetricsMiddleware(
-        _app(), registry=CollectorRegistry(), time_to_first_byte=True, request_size=True,
-        response_size=True, **extra,
-    )
-    inject(mw, monkeypatch)
+    mw, serving = inject(monkeypatch)
     caplog.set_level(logging.ERROR, logger="asgi_metrics")
-    for _ in range(3):  # repeated, so the rate limit shows
-        for name, scope, incoming in _calls():
-            assert _outcome(mw, scope, incoming) == EXPECTED[name], (fault, name)
+    with serving:
+        for _ in range(3):  # repeated, so the rate limit shows
+            for name, scope, incoming in _calls():
+                outcome = _outcome(mw, scope, incoming)
+                if fault in WITH_HEADER:
+                    outcome = _without_id_header(outcome)
+                assert outcome == EXPECTED[name], (fault, name)
     records = [r for r in caplog.records if r.name == "asgi_metrics"]
     kinds = [r.getMessage().split(" failed")[0].removeprefix("HTTP metrics: ") for r in records]
     # At least one failure was logged, with its traceback, and each kind only once.
@@ -197,6 +196,26 @@ def test_client_sees_the_bare_app_whatever_fails(
     # The endpoint still answers with a valid exposition.
     status, _ = asyncio.run(scrape(mw))
     assert status == 200
+
+
+def test_a_method_that_cannot_be_labelled_is_served_unmeasured(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broken server's unhashable method: the app gets the request as it came, the
+    failure is logged once, nothing is counted."""
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    mw = _middleware(app)
+    caplog.set_level(logging.ERROR, logger="asgi_metrics")
+    scope = {**http_scope("/ok"), "method": ["GET"]}
+    for _ in range(3):
+        assert _outcome(mw, scope, []) == _outcome(app, scope, [])
+    kinds = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
+    assert len(kinds) == 1 and kinds[0].startswith("HTTP metrics: reading the request failed")
+    _, text = asyncio.run(scrape(mw))
+    assert "http_requests_total{" not in text
 
 
 def test_route_resolver_returning_garbage_is_unmatched() -> None:

@@ -38,9 +38,8 @@ from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import CorrelationIds
-from asgi_metrics.otel.span_link import link_span
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
+from asgi_metrics.otel.spans import SpanIds, read_span
 from asgi_metrics.wiring import Parts, build
 
 #: The Django setting read for the options.
@@ -209,9 +208,8 @@ class MetricsMiddleware:
         if correlation is None:
             return pending, None, None
         meta = request.META
-        incoming = meta.get(correlation.environ_key)
         cid = correlation.for_request(
-            incoming if isinstance(incoming, str) else None, meta.get("REMOTE_ADDR")
+            meta.get(correlation.environ_key), meta.get("REMOTE_ADDR")
         )
         return pending, current_correlation_id.set(cid), cid
 
@@ -220,19 +218,13 @@ class MetricsMiddleware:
         the correlation ID as an attribute (when each is on)."""
         if not self._span_lookup or (pending is not None and pending.span_ids is not None):
             return
-        try:
-            if self._span_attribute:
-                span = sampled_span()
-                if span is not None:
-                    ids = link_span(
-                        span, cid, self._exemplars and pending is not None, self.recorder.failures
-                    )
-                    if pending is not None:
-                        pending.span_ids = ids
-            elif pending is not None:
-                pending.span_ids = current_span_ids()
-        except Exception as failure:
-            self.recorder.failures.report("span lookup", failure)
+        ids = read_span(
+            cid if self._span_attribute else None,
+            self._exemplars and pending is not None,
+            self.recorder.failures,
+        )
+        if pending is not None:
+            pending.span_ids = ids
 
     def _response(
         self,

@@ -44,14 +44,10 @@ from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import (
-    ID_BYTES,
-    MAX_ID_LENGTH,
     CorrelationIds,
 )
-from asgi_metrics.correlation.request_ids import new_id, take_id
-from asgi_metrics.otel.span_link import link_span
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
+from asgi_metrics.otel.spans import SpanIds, read_span
 from asgi_metrics.wiring import build
 
 # Bound once: per request, a call without the attribute lookup.
@@ -190,33 +186,10 @@ class MetricsMiddleware:
         body_classes = self._body_classes
         exchange = body_classes[0](self, environ, start_response, counted)
         if correlation is not None:
-            # The common cases inline (a valid incoming ID from anyone, or none and a new
-            # one): this runs on every request. The rest in CorrelationIds.for_request.
             try:
-                incoming = environ.get(correlation.environ_key)
-                cid = None
-                if incoming is None:
-                    if not correlation.use_trace_id:
-                        try:
-                            cid = take_id()
-                        except IndexError:
-                            cid = new_id()
-                elif (
-                    type(incoming) is str
-                    and correlation.plain
-                    and 0 < len(incoming) <= MAX_ID_LENGTH
-                ):
-                    # The built-in rule in C, on bytes (str.isalnum() is Unicode-aware and
-                    # slow): letters and digits, else nothing outside ID_BYTES. A value
-                    # that is not latin-1 (against PEP 3333) gets "?": invalid.
-                    raw = incoming.encode("latin-1", "replace")
-                    if raw.isalnum() or not raw.translate(None, ID_BYTES):
-                        cid = incoming
-                if cid is None:
-                    cid = correlation.for_request(
-                        incoming if isinstance(incoming, str) else None,
-                        environ.get("REMOTE_ADDR"),
-                    )
+                cid = correlation.for_request(
+                    environ.get(correlation.environ_key), environ.get("REMOTE_ADDR")
+                )
                 exchange.token = _set_correlation_id(cid)
                 exchange.id_header = (correlation.header, cid)
             except Exception as exc:
@@ -373,21 +346,12 @@ class _Exchange:
         """Read the current sampled span: its IDs are the exemplar, and it gets the
         correlation ID as an attribute (when each is on)."""
         middleware = self.middleware
-        try:
-            if middleware._span_attribute:
-                span = sampled_span()
-                if span is not None:
-                    header = self.id_header
-                    self.span_ids = link_span(
-                        span,
-                        None if header is None else header[1],
-                        middleware._exemplars,
-                        middleware.recorder.failures,
-                    )
-            elif middleware._exemplars:
-                self.span_ids = current_span_ids()
-        except Exception as exc:
-            middleware.recorder.failures.report("span lookup", exc)
+        header = self.id_header
+        self.span_ids = read_span(
+            None if header is None or not middleware._span_attribute else header[1],
+            middleware._exemplars,
+            middleware.recorder.failures,
+        )
 
     def release(self) -> None:
         """Reset the correlation ID: the request is over (the server closed its body)."""

@@ -1,54 +1,45 @@
 """The pure ASGI middleware.
 
-It passes every message through unchanged; it only looks at them (with ``correlation_id=True``
-it adds one header to ``http.response.start``, the one change it makes; see
-:mod:`asgi_metrics.asgi_correlation`). A request is timed
-from its arrival to the moment the app hands the last body message to the server, so a
-streaming response is timed in full and work after the response (background tasks) is not.
+It passes every message through unchanged; it only looks at them (with
+``correlation_id=True`` it adds one header to ``http.response.start``, the one change it
+makes). A request is timed from its arrival to the moment the app hands the last body
+message to the server, so a streaming response is timed in full and work after the
+response (background tasks) is not. The observer of one request is
+:class:`~asgi_metrics.asgi.exchange.Exchange`; what a request needs is decided once, in
+:class:`~asgi_metrics.asgi.exchange.Plan`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from time import perf_counter
+from collections.abc import Callable
 from typing import Any
 
-from asgi_metrics.asgi.correlation import answer_error, correlation_id_for, serve_uncounted
+from asgi_metrics.asgi.correlation import answer_error
 from asgi_metrics.asgi.endpoint import MetricsEndpoint
-from asgi_metrics.asgi.types import ASGIApp, Message, Receive, Scope, Send
-from asgi_metrics.core.labels import (
-    CLIENT_CLOSED_STATUS,
-    KNOWN_METHODS,
-    OTHER_METHOD,
-    UNMATCHED_ROUTE,
-)
+from asgi_metrics.asgi.exchange import Exchange, Plan, RouteLookup, UncountedExchange
+from asgi_metrics.asgi.headers import request_header
+from asgi_metrics.asgi.types import ASGIApp, Receive, Scope, Send
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
-from asgi_metrics.correlation.ids import (
-    CORRELATION_ID_ATTRIBUTE as CORRELATION_ID_ATTRIBUTE,  # re-export
-)
-from asgi_metrics.correlation.ids import ID_BYTES, MAX_ID_LENGTH, CorrelationIds
-from asgi_metrics.correlation.request_ids import new_id, take_id
-from asgi_metrics.otel.span_link import link_span
+from asgi_metrics.correlation.ids import CorrelationIds
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.otel.spans import SpanIds, current_span_ids, sampled_span
 from asgi_metrics.routes.starlette import RouteTemplates
 from asgi_metrics.wiring import build
 
-# Bound once: per request, a call without the attribute lookup.
-_set_correlation_id = current_correlation_id.set
-
 RouteResolver = Callable[[Scope], "str | None"]
+
 
 class MetricsMiddleware:
     """Counts and times every HTTP request and serves ``/metrics``.
 
     ``app.add_middleware(MetricsMiddleware)`` in Starlette/FastAPI, or
     ``app = MetricsMiddleware(app, **options)`` around any ASGI app. ``options`` are the
-    settings documented in the README (``namespace``, ``buckets``, ``exclude_paths``, ...);
-    ``HTTP_METRICS_*`` environment variables fill in what is not given.
+    settings documented in ``docs/configuration.md`` (``namespace``, ``buckets``,
+    ``exclude_paths``, ...); ``HTTP_METRICS_*`` environment variables fill in what is not
+    given.
 
     ``route_resolver(scope) -> str | None`` replaces the built-in Starlette/FastAPI route
     lookup; it is called after the app has handled the request and must return a route
@@ -58,324 +49,118 @@ class MetricsMiddleware:
     def __init__(
         self, app: ASGIApp, *, route_resolver: RouteResolver | None = None, **options: Any
     ) -> None:
-        if route_resolver is not None and not callable(route_resolver):
-            raise ConfigurationError(
-                f"setting 'route_resolver': expected a callable, got {route_resolver!r}"
-            )
+        lookup = _route_lookup(route_resolver)  # checked before anything is registered
         self.app = app
-        self.settings = Settings.build(options)
-        parts = build(self.settings)
+        self.settings = settings = Settings.build(options)
+        parts = build(settings)
         self.recorder = parts.recorder
         self.exposition = parts.exposition
         #: The endpoint serving this middleware's metrics, to mount elsewhere if wanted.
         self.metrics_app = MetricsEndpoint(self.exposition)
-        self._metrics_path = self.settings.metrics_path
-        self._route_resolver = route_resolver
-        self._templates = RouteTemplates()
-        self._lookup: Callable[[Scope, str], str | None] = (
-            self._templates.lookup if route_resolver is None else self._resolve
-        )
-        settings = self.settings
-        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
-        self._exemplars = parts.exemplars
-        # The span is read once, when the request is recorded, for both the exemplar and
-        # the correlation ID span attribute: an OpenTelemetry middleware outside us has
-        # its server span current then, as at the start.
-        self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
-        self._store_only = self.recorder.otel is None
+        self._metrics_path = settings.metrics_path
         self._counts = path_filter(settings)
-        # Body sizes and the time to first byte cost per message: only measured when
-        # one of their histograms is on.
-        self._exchange_class: type[_Exchange] = (
-            _MeasuringExchange
-            if settings.time_to_first_byte or settings.request_size or settings.response_size
-            else _Exchange
+        self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        self._plan = Plan(
+            self.recorder, lookup, parts.exemplars,
+            span_attribute=self._correlation is not None and OTEL_AVAILABLE,
         )
-
-    def _resolve(self, scope: Scope, root_path: str) -> str | None:
-        assert self._route_resolver is not None
-        return self._route_resolver(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path")
-        root_path = scope.get("root_path")
-        if root_path:
-            path = _route_path(path, root_path)
+        path = request_path(scope)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
-        recorder = self.recorder
-        id_header: tuple[bytes, bytes] | None = None
-        token = None
-        exchange = None
-        try:
-            correlation = self._correlation
-            if correlation is not None:
-                # The common cases inline (a valid incoming ID from anyone, or none and a
-                # new one): this runs on every request. The rest in correlation_id_for.
-                raw = None
-                name = correlation.header_bytes
-                # ASGI servers hand header names over lower-cased: plain equality finds it.
-                for key, value in scope.get("headers") or ():
-                    if key == name:
-                        raw = value
-                        break
-                if raw is None and not correlation.use_trace_id:
-                    try:
-                        cid = take_id()
-                    except IndexError:
-                        cid = new_id()
-                    id_header = (name, cid.encode("ascii"))
-                elif (
-                    type(raw) is bytes
-                    and correlation.plain
-                    and 0 < len(raw) <= MAX_ID_LENGTH
-                    # The built-in rule in C: letters and digits (bytes.isalnum() is
-                    # ASCII-only), which hex IDs like ours are, else nothing outside ID_BYTES.
-                    and (raw.isalnum() or not raw.translate(None, ID_BYTES))
-                ):
-                    cid = raw.decode("ascii")
-                    id_header = (name, raw)
-                else:
-                    cid = correlation_id_for(scope, correlation, raw)
-                    id_header = (name, cid.encode("ascii"))
-                token = _set_correlation_id(cid)
-            if self._counts(path):
-                start = perf_counter()
-                raw_method = scope.get("method")
-                # ``in`` raises for an unhashable method: caught below.
-                method: str = raw_method if raw_method in KNOWN_METHODS else OTHER_METHOD
-                if self._store_only:
-                    # No OpenTelemetry instruments: straight to the store. A failure here
-                    # is caught below, and the request is then served unmeasured.
-                    recorder.store.start(method)
-                    exchange = self._exchange_class(
-                        self, scope, receive, send, method, start, True
-                    )
-                else:
-                    scheme = scope.get("scheme") or "http"
-                    exchange = self._exchange_class(
-                        self, scope, receive, send, method, start,
-                        recorder.start(method, scheme),
-                    )
-                    exchange.scheme = scheme
-                exchange.id_header = id_header
-        except Exception as exc:
-            # Fail open: a request we cannot even start measuring is served as if we were
-            # not there (unmeasured, no correlation header).
-            recorder.failures.report("reading the request", exc)
-            reset_correlation_id(token)
+        exchange = self._begin(scope, path, receive, send)
+        if exchange is None:
             await self.app(scope, receive, send)
             return
-        if exchange is None:
-            if id_header is None:
-                await self.app(scope, receive, send)
-            else:
-                await serve_uncounted(
-                    self.app, scope, receive, send, id_header, recorder.failures
-                )
-                reset_correlation_id(token)
-            return
-
         try:
             await self.app(scope, exchange.receive, exchange.send)
-        except asyncio.CancelledError:
-            if not exchange.done:
-                exchange.finish(exchange.status or CLIENT_CLOSED_STATUS)
-            raise
         except BaseException as exc:
-            if not exchange.done:
-                if not exchange.status and id_header is not None and isinstance(exc, Exception):
-                    await answer_error(scope, send, id_header)
-                exchange.finish(
-                    exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500),
-                    exc,
-                )
-            else:
-                recorder.exception(method, exchange.route, exc)
+            await _failed(exchange, scope, send, exc)
             raise
         if not exchange.done:
             # The app returned without completing its response. With nothing started the
             # server answers 500 itself, unless the client had already gone.
-            exchange.finish(
-                exchange.status or (CLIENT_CLOSED_STATUS if exchange.disconnected else 500)
-            )
+            exchange.finish(exchange.unfinished_status())
         # Only on success: after an unhandled exception the ID stays set, so the outer
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
-        if token is not None:
-            reset_correlation_id(token)
+        exchange.release()
 
-
-class _Exchange:
-    """One request in progress: watches the messages going by, records the request once
-    its response is complete."""
-
-    __slots__ = (
-        "_receive", "_send", "disconnected", "done", "id_header", "in_flight", "method",
-        "middleware", "request_size", "response_size", "root_path", "route", "scheme",
-        "scope", "start", "status", "trailers", "ttfb",
-    )
-
-    def __init__(
-        self,
-        middleware: MetricsMiddleware,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        method: str,
-        start: float,
-        in_flight: bool,
-    ) -> None:
-        self.middleware = middleware
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self.method = method
-        self.start = start
-        self.in_flight = in_flight
-        # root_path as it arrived: Starlette's Mounts extend it while routing.
-        self.root_path = scope.get("root_path", "")
-        self.status = 0  # 0 until the response starts
-        self.done = False
-        self.disconnected = False
-        self.trailers = False
-        self.route = UNMATCHED_ROUTE
-        self.ttfb: float | None = None
-        self.request_size = 0
-        self.response_size = 0
-        self.scheme = "http"
-        #: The correlation header to add to the response start, or None.
-        self.id_header: tuple[bytes, bytes] | None = None
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        if message["type"] == "http.disconnect":
-            self.disconnected = True
-        return message
-
-    def send(self, message: Message) -> Awaitable[None]:
-        # A plain function returning send's awaitable: one coroutine less per message.
-        # The request is recorded as the app hands its last message to the server.
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not message.get("more_body") and not self.trailers and not self.done:
-                self.finish(self.status)
-        elif kind == "http.response.start":
-            # A response started after the client went away reaches nobody (often
-            # Starlette's 500 for ClientDisconnect): the client closed the request.
-            self.status = (
-                CLIENT_CLOSED_STATUS if self.disconnected else message.get("status", 0)
-            )
-            if message.get("trailers"):
-                self.trailers = True
-            header = self.id_header
-            if header is not None:
-                # with_header() inlined (once per request with correlation IDs): a copy
-                # with the header added, unless the app set that header itself.
-                headers = message.get("headers") or ()
-                name = header[0]
-                size = len(name)
-                for key, _ in headers:
-                    if len(key) == size and key.lower() == name:
-                        break
-                else:
-                    # dict.copy(), the cheap clone, when it is a dict (it always is in
-                    # practice; ASGI only asks for a mapping).
-                    message = message.copy() if type(message) is dict else dict(message)
-                    message["headers"] = [*headers, header]
-        elif not self.done and (
-            kind == "http.response.pathsend"
-            or (kind == "http.response.zerocopysend" and not message.get("more_body"))
-            or (kind == "http.response.trailers" and not message.get("more_trailers"))
-        ):
-            self.finish(self.status)
-        return self._send(message)
-
-    def finish(self, status: int, exc: BaseException | None = None) -> None:
-        self.done = True
-        middleware = self.middleware
-        recorder = middleware.recorder
+    def _begin(self, scope: Scope, path: object, receive: Receive, send: Send) -> Exchange | None:
+        """The request's observer, its correlation ID set; ``None`` when it is neither
+        counted nor given an ID, or when reading it failed (then it is served as if we
+        were not there, and the failure is logged)."""
+        token = None
         try:
-            route = middleware._lookup(self.scope, self.root_path)
-            if not isinstance(route, str):
-                route = UNMATCHED_ROUTE
-        except Exception as failure:
-            recorder.failures.report("route lookup", failure)
-            route = UNMATCHED_ROUTE
-        self.route = route
-        exemplar: SpanIds | None = None
-        # The span current now: an OpenTelemetry middleware's, outside us or inside.
-        if middleware._span_attribute:
-            try:
-                span = sampled_span()
-                if span is not None:
-                    header = self.id_header
-                    exemplar = link_span(
-                        span,
-                        None if header is None else header[1].decode("ascii"),
-                        middleware._exemplars,
-                        recorder.failures,
-                    )
-            except Exception as failure:
-                recorder.failures.report("span lookup", failure)
-        elif middleware._exemplars:
-            try:
-                exemplar = current_span_ids()
-            except Exception as failure:
-                recorder.failures.report("span lookup", failure)
-        recorder.finish(
-            self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
-            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
+            cid = header = None
+            correlation = self._correlation
+            if correlation is not None:
+                client = scope.get("client")
+                cid = correlation.for_request(
+                    request_header(scope, correlation.header_bytes),
+                    client[0] if client else None,
+                )
+                header = (correlation.header_bytes, cid.encode("ascii"))
+                token = current_correlation_id.set(cid)
+            if self._counts(path):
+                method = method_label(scope.get("method"))
+                exchange = self._plan.exchange(self._plan, scope, receive, send, method, cid, token)
+            elif cid is not None:
+                exchange = UncountedExchange(self._plan, scope, receive, send, "", cid, token)
+            else:
+                return None
+            exchange.id_header = header
+            return exchange
+        except Exception as exc:
+            self.recorder.failures.report("reading the request", exc)
+            reset_correlation_id(token)
+            return None
+
+
+async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseException) -> None:
+    """The app raised: record the request (or count the exception, if it was recorded),
+    and answer the 500 with the correlation header when nothing was sent yet."""
+    if exchange.done:
+        exchange.late_exception(exc)
+    elif isinstance(exc, asyncio.CancelledError):
+        exchange.finish(exchange.status or CLIENT_CLOSED_STATUS)
+    else:
+        if not exchange.status and exchange.id_header is not None and isinstance(exc, Exception):
+            await answer_error(scope, send, exchange.id_header)
+        exchange.finish(exchange.unfinished_status(), exc)
+
+
+def _route_lookup(resolver: RouteResolver | None) -> RouteLookup:
+    """The built-in Starlette/FastAPI lookup, or the user's resolver."""
+    if resolver is None:
+        return RouteTemplates().lookup
+    if not callable(resolver):
+        raise ConfigurationError(
+            f"setting 'route_resolver': expected a callable, got {resolver!r}"
         )
 
+    def resolve(scope: Scope, root_path: str) -> str | None:
+        return resolver(scope)
 
-def _route_path(path: object, root_path: object) -> object:
+    return resolve
+
+
+def request_path(scope: Scope) -> object:
     """The path without the server's ``root_path`` (``uvicorn --root-path /proxy`` puts
     it in front of the requested path), as Starlette routes it."""
+    path = scope.get("path")
+    root_path = scope.get("root_path")
     if (
-        isinstance(path, str)
+        root_path
+        and isinstance(path, str)
         and isinstance(root_path, str)
         and path.startswith(root_path)
         and (len(path) == len(root_path) or path[len(root_path)] == "/")
     ):
         return path[len(root_path):] or "/"
     return path
-
-
-class _MeasuringExchange(_Exchange):
-    """An :class:`_Exchange` that also measures body sizes and the time to first byte,
-    for when one of those histograms is on."""
-
-    __slots__ = ()
-
-    async def receive(self) -> Message:
-        message = await self._receive()
-        kind = message["type"]
-        if kind == "http.request":
-            body = message.get("body")
-            if body:
-                # A body without a length is the server's to reject, not ours.
-                try:  # noqa: SIM105 (per body message: suppress() costs more)
-                    self.request_size += len(body)
-                except TypeError:
-                    pass
-        elif kind == "http.disconnect":
-            self.disconnected = True
-        return message
-
-    def send(self, message: Message) -> Awaitable[None]:
-        kind = message["type"]
-        if kind == "http.response.body":
-            body = message.get("body")
-            if body:
-                try:  # noqa: SIM105 (per body message: suppress() costs more)
-                    self.response_size += len(body)
-                except TypeError:
-                    pass
-        elif kind == "http.response.start":
-            self.ttfb = perf_counter() - self.start
-        return super().send(message)

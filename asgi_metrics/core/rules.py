@@ -8,13 +8,11 @@ no branch for an option that is off.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import AnyStr, TypeVar
+from typing import AnyStr
 
 from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.labels import UNMATCHED_ROUTE
 from asgi_metrics.core.settings import Settings
-
-T = TypeVar("T")
 
 
 def path_filter(settings: Settings) -> Callable[[object], bool]:
@@ -39,15 +37,15 @@ def path_filter(settings: Settings) -> Callable[[object], bool]:
 
 
 def route_or_unmatched(
-    resolve: Callable[[T], object] | None, request: T, failures: FailureLog
+    failures: FailureLog, resolve: Callable[..., object] | None, *request: object
 ) -> str:
-    """The route template ``resolve(request)`` returns, or the unmatched route when there is
-    no resolver, it returns anything but a string, or it raises (reported to ``failures``
-    as a route lookup failure)."""
+    """The route template ``resolve(*request)`` returns, or the unmatched route when there
+    is no resolver, it returns anything but a string, or it raises (reported to
+    ``failures`` as a route lookup failure)."""
     if resolve is None:
         return UNMATCHED_ROUTE
     try:
-        route = resolve(request)
+        route = resolve(*request)
     except Exception as exc:
         failures.report("route lookup", exc)
         return UNMATCHED_ROUTE

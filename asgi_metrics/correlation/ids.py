@@ -13,12 +13,12 @@ from collections.abc import Callable
 
 from asgi_metrics.core.settings import Settings
 from asgi_metrics.correlation.request_ids import new_id
-from asgi_metrics.otel.spans import current_trace_id
+from asgi_metrics.otel.spans import CORRELATION_ID_ATTRIBUTE, current_trace_id
+
+__all__ = ["CORRELATION_ID_ATTRIBUTE", "ID_BYTES", "MAX_ID_LENGTH", "VALID_ID", "CorrelationIds"]
 
 logger = logging.getLogger("asgi_metrics.correlation")
 
-#: The span attribute holding the correlation ID (no semantic convention exists for it).
-CORRELATION_ID_ATTRIBUTE = "correlation.id"
 
 #: The longest incoming ID the built-in rule accepts.
 MAX_ID_LENGTH = 64
@@ -32,7 +32,6 @@ ID_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 #: written to logs, so control characters (CR/LF, NUL), spaces and non-ASCII stay out.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,256}")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class CorrelationIds:
@@ -109,16 +108,31 @@ class CorrelationIds:
         )
         return replacement
 
-    def for_request(self, incoming: str | None, client: str | None) -> str:
-        """The whole decision for one request, shared by every adapter: the ID to use given
-        the header value (``None``: no header) and the client address."""
-        # The common cases in one step: a valid incoming ID, or none and no trace ID wanted.
-        if incoming is None:
+    def for_request(self, raw: bytes | str | None, client: str | None) -> str:
+        """The accept / validate / generate rule for one request, the one definition every
+        adapter calls: the ID to use given the header's raw value (ASGI ``bytes``, WSGI and
+        Django ``str``; ``None``: no header) and the client address.
+
+        The common cases are decided here without the regex: no header (a new ID), and an
+        incoming ID under the built-in rule alone, checked on its bytes in C (letters and
+        digits, else nothing outside :data:`ID_BYTES`: exactly :data:`VALID_ID`).
+        """
+        if raw is None:
             if not self.use_trace_id:
                 return new_id()
-        elif self.plain and VALID_ID.fullmatch(incoming) is not None:
-            return incoming
+            return self.choose(None, client, current_trace_id())
+        if isinstance(raw, str):
+            data = raw.encode("latin-1", "replace")  # not latin-1 (against PEP 3333): "?"
+        elif isinstance(raw, (bytes, bytearray)):
+            data = bytes(raw)
+        else:  # a broken server's value: as if there were no header
+            return self.for_request(None, client)
+        if self.plain and 0 < len(data) <= MAX_ID_LENGTH and (
+            data.isalnum() or not data.translate(None, ID_BYTES)
+        ):
+            return raw if isinstance(raw, str) else data.decode("ascii")
+        incoming = raw if isinstance(raw, str) else data.decode("latin-1")
         trace_id = None
-        if self.use_trace_id and (incoming is None or not self.valid(incoming)):
+        if self.use_trace_id and not self.valid(incoming):
             trace_id = current_trace_id()
         return self.choose(incoming, client, trace_id)

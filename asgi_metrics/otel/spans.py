@@ -12,9 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from asgi_metrics.compat import otel_context_getter, otel_span_key
+from asgi_metrics.core.failures import FailureLog
 
 #: (trace_id, span_id) of a sampled span, as the integers OpenTelemetry keeps.
 SpanIds = tuple[int, int]
+#: The span attribute holding the correlation ID (no semantic convention exists for it).
+CORRELATION_ID_ATTRIBUTE = "correlation.id"
 
 _get_current: Callable[[], Any] | None
 _span_key: str | None
@@ -54,22 +57,30 @@ def sampled_span() -> Any:
     return None
 
 
-def current_span_ids() -> SpanIds | None:
-    """(trace_id, span_id) of the current sampled span, else ``None``."""
-    # sampled_span() inlined: this runs on every request, and the no-span case should
-    # cost one context lookup, not a second call as well.
-    if _get_current is None:
-        return None
-    if _span_key is not None:
-        span = _get_current().get(_span_key)
+def read_span(cid: str | None, exemplar: bool, failures: FailureLog) -> SpanIds | None:
+    """Link a request to its trace, the one definition every adapter calls: the sampled
+    span current now gets ``cid`` (when given) as its ``correlation.id`` attribute, and its
+    (trace_id, span_id) is returned when ``exemplar``. ``None`` without a sampled span.
+
+    Fail-open: a failing lookup is reported as "span lookup", a failing attribute as
+    "setting the correlation ID span attribute"; the request goes on either way.
+    """
+    try:
+        span = sampled_span()
         if span is None:
             return None
-    else:
-        span = _trace.get_current_span()
-    context = span.get_span_context()
-    if context.trace_flags & _SAMPLED and context.is_valid:
+        if cid is not None:
+            try:
+                span.set_attribute(CORRELATION_ID_ATTRIBUTE, cid)
+            except Exception as exc:
+                failures.report("setting the correlation ID span attribute", exc)
+        if not exemplar:
+            return None
+        context = span.get_span_context()
         return context.trace_id, context.span_id
-    return None
+    except Exception as exc:
+        failures.report("span lookup", exc)
+        return None
 
 
 def current_trace_id() -> str | None:
