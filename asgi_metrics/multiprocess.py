@@ -12,7 +12,12 @@ What this module adds to prometheus_client's own multiprocess support:
   merged into one archive file per type, so a scrape reads one file per *live* worker plus
   the archives however many workers have come and gone (``max_requests`` recycling);
 * start-up checks that make a misconfiguration loud (:func:`check_directory`,
-  :func:`warn_if_several_workers`) and :func:`clean_multiproc_dir` for start-up.
+  :func:`warn_if_several_workers`) and :func:`clean_multiproc_dir` for start-up;
+* derived counters: the request counter is not written to the files but derived at scrape
+  time from the duration histogram's ``_count``. Which counter comes from which histogram
+  is written to the directory too (:func:`announce_derived_counter`, one small file per
+  counter), so any process reading the directory (a worker's ``/metrics``, a listener in
+  the gunicorn arbiter, :class:`DirectoryCollector` in a sidecar) shows the same counters.
 
 Scrapes and compactions in one directory take an exclusive ``flock`` on a lock file in it,
 so a scrape never sees a dead worker's file both in the archive and on its own. Tools that
@@ -33,6 +38,7 @@ import logging
 import os
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -58,6 +64,9 @@ JOURNAL_FILE = "asgi_metrics.compaction"
 ARCHIVE_PID = "archive"
 _SUMMED_TYPES = ("counter", "histogram", "summary")
 _TMP_SUFFIX = ".db.tmp"
+#: ``asgi_metrics.derived.<counter>.json``: a counter that a scrape derives from a histogram.
+DERIVED_PREFIX = "asgi_metrics.derived."
+DERIVED_SUFFIX = ".json"
 
 
 def multiproc_dir(environ: Any = None) -> str | None:
@@ -217,6 +226,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
         if entry.is_file() and (
             entry.name.endswith((".db", _TMP_SUFFIX))
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
+            or entry.name.startswith(DERIVED_PREFIX)
         ):
             os.unlink(entry.path)
 
@@ -416,11 +426,53 @@ def read_metrics(files: Iterable[str]) -> list[Metric]:
     return list(MultiProcessCollector._accumulate_metrics(metrics, True))
 
 
+def announce_derived_counter(
+    path: str, counter_name: str, help_text: str, histogram_name: str
+) -> None:
+    """Record in the directory that ``counter_name`` (without ``_total``) is not written
+    but derived from the ``_count`` of histogram ``histogram_name``, so that every process
+    reading the directory derives it (:func:`collect_directory`).
+
+    Every worker writes the same file: each writes a temporary file of its own and renames
+    it into place, so a reader sees one complete version or another, never a mix.
+    """
+    final = os.path.join(path, f"{DERIVED_PREFIX}{counter_name}{DERIVED_SUFFIX}")
+    tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "w") as file:
+            json.dump({"counter": counter_name, "help": help_text,
+                       "histogram": histogram_name}, file)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def derived_counters(path: str) -> list[tuple[str, str, str]]:
+    """The (counter name, help, histogram name) announced in the directory by
+    :func:`announce_derived_counter`; unreadable files are skipped."""
+    pairs = []
+    for entry in os.scandir(path):
+        name = entry.name
+        if not (name.startswith(DERIVED_PREFIX) and name.endswith(DERIVED_SUFFIX)):
+            continue
+        try:
+            with open(entry.path) as file:
+                data = json.load(file)
+            pairs.append((str(data["counter"]), str(data["help"]), str(data["histogram"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # removed meanwhile (clean-up), or not ours
+    return sorted(pairs)
+
+
 def collect_directory(path: str) -> list[Metric]:
     """Every metric in the multiprocess directory, summed over all workers, living and
-    dead (sweeping and compacting dead workers' files on the way)."""
+    dead (sweeping and compacting dead workers' files on the way), and the counters
+    derived from them (:func:`announce_derived_counter`)."""
     with _locked(path):
-        return read_metrics(maintain_and_list(path))
+        metrics = read_metrics(maintain_and_list(path))
+    add_request_counters(metrics, derived_counters(path))
+    return metrics
 
 
 class DirectoryCollector(Collector):
@@ -443,7 +495,9 @@ def add_request_counters(metrics: list[Metric], pairs: Iterable[tuple[str, str, 
     """Derive each request counter from its duration histogram's ``_count`` samples (the
     multiprocess store does not write it; see :mod:`asgi_metrics.multiprocess_store`).
 
-    ``pairs`` are (counter name, counter help, histogram name).
+    ``pairs`` are (counter name, counter help, histogram name). A counter already in
+    ``metrics`` (derived before, e.g. by :func:`collect_directory`) is left as it is, so a
+    counter is never derived twice.
     """
     by_name = {metric.name: metric for metric in metrics}
     for counter_name, help_text, histogram_name in pairs:

@@ -49,6 +49,7 @@ class Recorder:
             self.store = MultiprocessStore(
                 self.names, settings.const_labels, settings.buckets, settings.size_buckets,
                 settings.max_label_sets, on_overflow=self._overflowed,
+                directory=self.multiprocess_dir,
             )
         else:
             warn_if_several_workers()
