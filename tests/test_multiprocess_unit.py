@@ -28,7 +28,7 @@ from asgi_metrics.multiprocess import (
     derived_counters,
     detect_workers,
 )
-from tests.support.servers import ROOT, Server, gunicorn, uvicorn
+from tests.support.servers import ROOT, Server, granian, gunicorn, hypercorn, uvicorn
 
 LES = ["0.1", "1.0", "+Inf"]
 
@@ -352,6 +352,46 @@ def test_detect_workers_heuristics() -> None:
     assert multiprocess._workers_flag(["gunicorn", "app:app"]) is None
 
 
+GRANIAN = "/venv/bin/granian"
+HYPERCORN = "/venv/bin/hypercorn"
+
+
+@pytest.mark.parametrize("argv,env,expected", [
+    ([GRANIAN, "--interface", "asgi", "--workers", "2", "app:app"], {}, 2),
+    ([GRANIAN, "--interface", "asgi", "--workers=3", "app:app"], {}, 3),
+    ([sys.executable, "-m", "granian", "--workers", "4", "app:app"], {}, 4),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "4"}, 4),
+    # The command line wins over the environment (click's rule, granian's CLI).
+    ([GRANIAN, "--workers", "1", "app:app"], {"GRANIAN_WORKERS": "4"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "1"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "many"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {}, None),
+    ([HYPERCORN, "-w", "2", "app:app"], {}, 2),
+    ([HYPERCORN, "-w3", "app:app"], {}, 3),
+    ([HYPERCORN, "--workers", "4", "--bind", "0.0.0.0:80", "app:app"], {}, 4),
+    ([HYPERCORN, "--workers=5", "app:app"], {}, 5),
+    ([HYPERCORN, "-w", "1", "app:app"], {}, None),
+    ([HYPERCORN, "app:app"], {}, None),
+    # WEB_CONCURRENCY is gunicorn's and uvicorn's, not hypercorn's or granian's.
+    ([HYPERCORN, "app:app"], {"WEB_CONCURRENCY": "4"}, None),
+])
+def test_detect_workers_granian_and_hypercorn(
+    argv: list[str], env: dict[str, str], expected: int | None, monkeypatch: Any
+) -> None:
+    # A worker's own sys.argv is the server's command line (fork, or multiprocessing's
+    # spawn handing the parent's sys.argv over): that is what these fabricate.
+    monkeypatch.setattr(sys, "argv", argv)
+    found = detect_workers(env)
+    assert (found[0] if found else None) == expected, found
+
+
+def test_detect_workers_never_raises_on_odd_input(monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "argv", [GRANIAN, "--workers"])
+    assert detect_workers({"GRANIAN_WORKERS": "-1", "GUNICORN_CMD_ARGS": "-w"}) is None
+    monkeypatch.setattr(sys, "argv", [HYPERCORN, "-w", "x", "--workers="])
+    assert detect_workers({"WEB_CONCURRENCY": "0x10"}) is None
+
+
 @pytest.mark.parametrize("argv", [
     gunicorn("tests.apps.asgi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker"),
     uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
@@ -363,6 +403,51 @@ def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:
         output = server.output()
     assert "PROMETHEUS_MULTIPROC_DIR is not set" in output, output
     assert "worker processes" in output
+
+
+def _outputs_of(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, str]:
+    """A server's (stderr, stdout) once it answers /metrics, so once at least one worker
+    has built the middleware."""
+    with Server(argv, env=env, separate_stderr=True) as server:
+        server.metrics()
+        return server.stderr(), server.output()
+
+
+@pytest.mark.parametrize("argv", [
+    granian("tests.apps.asgi_app:app", "--workers", "2"),
+    hypercorn("tests.apps.asgi_app:app", "-w", "2"),
+], ids=["granian", "hypercorn"])
+def test_granian_and_hypercorn_workers_without_directory_warn_loudly(argv: list[str]) -> None:
+    stderr, stdout = _outputs_of(argv)
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr + stdout
+    assert "seems to run in 2 worker processes" in stderr
+
+
+def test_granian_workers_from_the_environment_warn_loudly() -> None:
+    stderr, _ = _outputs_of(granian("tests.apps.asgi_app:app"), {"GRANIAN_WORKERS": "2"})
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
+    assert "GRANIAN_WORKERS=2" in stderr
+
+
+def test_hypercorn_workers_from_a_config_file_warn_loudly(tmp_path: Path) -> None:
+    # No worker count on the command line: seen through the parent's two worker children
+    # (its third child, multiprocessing's resource tracker, is not a worker).
+    config = tmp_path / "hypercorn.toml"
+    config.write_text("workers = 2\n")
+    stderr, _ = _outputs_of(hypercorn("tests.apps.asgi_app:app", "--config", str(config)))
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
+    assert "2 worker children" in stderr
+
+
+@pytest.mark.parametrize("argv", [
+    granian("tests.apps.asgi_app:app", "--workers", "1"),
+    granian("tests.apps.asgi_app:app"),
+    hypercorn("tests.apps.asgi_app:app", "-w", "1"),
+    hypercorn("tests.apps.asgi_app:app"),
+], ids=["granian-1", "granian-default", "hypercorn-1", "hypercorn-default"])
+def test_one_worker_does_not_warn(argv: list[str]) -> None:
+    stderr, stdout = _outputs_of(argv)
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" not in stderr + stdout, stderr + stdout
 
 
 def test_label_set_cap_holds_in_multiprocess_mode(tmp_path: Path) -> None:
