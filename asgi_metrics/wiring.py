@@ -56,7 +56,7 @@ def build(settings: Settings) -> Parts:
         check_directory(directory)
         store = MultiprocessStore(
             names, settings.const_labels, settings.buckets, settings.size_buckets,
-            settings.max_label_sets, on_overflow=on_overflow,
+            settings.max_label_sets, on_overflow=on_overflow, directory=directory,
         )
     else:
         warn_if_several_workers()

@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.servers import Server, get, gunicorn, samples, total, uvicorn
+from tests.support.prometheus_server import free_port
+from tests.support.servers import BIN, Server, get, gunicorn, samples, total, uvicorn
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc"), reason="needs Linux /proc")
 
@@ -148,3 +151,51 @@ def test_max_requests_recycling_keeps_totals_and_bounds_files(
         db_files = sorted(p.name for p in tmp_path.glob("*.db"))
         assert "histogram_archive.db" in db_files
         assert len(db_files) <= 2 + 2 * 4, db_files
+
+
+def our_families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[Any, ...]], float]]]:
+    """``{family: (type, {(sample name, labels): value})}`` of our families (``http_*``),
+    parsed by prometheus_client's parser. Fails when a family is shown twice."""
+    parsed = [family for family in text_string_to_metric_families(text)
+              if family.name.startswith("http_")]
+    names = [family.name for family in parsed]
+    assert len(names) == len(set(names)), f"a family shown twice: {names}"
+    return {
+        family.name: (family.type, {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for sample in family.samples
+        })
+        for family in parsed
+    }
+
+
+@pytest.mark.parametrize("app,worker", [
+    ("tests.apps.wsgi_app:app", "sync"),
+    ("tests.apps.asgi_app:app", "uvicorn.workers.UvicornWorker"),
+], ids=["sync", "uvicorn-worker"])
+def test_master_listener_shows_what_a_worker_shows(app: str, worker: str, tmp_path: Path) -> None:
+    """``start_metrics_server`` in the gunicorn arbiter (no middleware there) shows the
+    same families and values as a worker's own ``/metrics``, ``http_requests_total``
+    included."""
+    port = free_port()
+    argv = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "--config",
+            "python:tests.apps.gunicorn_master_metrics_conf", "-w", "3", "-k", worker,
+            "--timeout", "120", app]
+    master_url = f"http://127.0.0.1:{port}/metrics"
+    with Server(argv, env={"MASTER_METRICS_PORT": str(port)},
+                multiproc_dir=str(tmp_path)) as server:
+        # Before any request: the worker shows its request counter with no samples yet.
+        status, master = get(master_url)
+        assert status == 200, master
+        assert our_families(master) == our_families(server.metrics())
+        assert "http_requests" in our_families(master)
+        sent, pids = send_traffic(server, 60)
+        assert len(pids) >= 2, "all requests went to one worker"
+        assert_every_scrape_shows(server, sent, scrapes=3)
+        for _ in range(3):  # a worker each time, chosen by the kernel
+            status, master = get(master_url)
+            assert status == 200, master
+            assert total(master, "http_requests_total") == sum(sent.values())
+            for route, count in sent.items():
+                assert total(master, "http_requests_total", f'route="{route}"') == count
+            assert our_families(master) == our_families(server.metrics())

@@ -21,12 +21,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from asgi_metrics.multiprocess import directory as multiprocess
 from asgi_metrics.multiprocess.directory import (
     JOURNAL_FILE,
+    announce_derived_counter,
     child_exit,
     clean_multiproc_dir,
     collect_directory,
+    derived_counters,
     detect_workers,
 )
-from tests.support.servers import ROOT, Server, gunicorn, uvicorn
+from tests.support.servers import ROOT, Server, granian, gunicorn, hypercorn, uvicorn
 
 LES = ["0.1", "1.0", "+Inf"]
 
@@ -93,6 +95,49 @@ def test_compaction_preserves_totals_exactly(tmp_path: Path) -> None:
     expected[("busy", ())] = 2.0
     assert values(collect_directory(str(tmp_path))) == expected
     assert values(collect_directory(str(tmp_path))) == expected  # idempotent
+
+
+def test_announced_counter_is_derived_exactly_from_the_directory(tmp_path: Path) -> None:
+    for index in range(3):
+        write_worker(tmp_path, dead_pid(), scale=index + 1)
+    write_worker(tmp_path, os.getpid(), scale=7)
+    assert "reqs" not in {metric.name for metric in collect_directory(str(tmp_path))}
+    announce_derived_counter(str(tmp_path), "reqs", "Requests.", "dur")
+    announce_derived_counter(str(tmp_path), "reqs", "Requests.", "dur")  # every worker does
+    (tmp_path / "asgi_metrics.derived.junk.json").write_text("{not json")
+    metrics = {metric.name: metric for metric in collect_directory(str(tmp_path))}
+    counter = metrics["reqs"]
+    assert (counter.type, counter.documentation) == ("counter", "Requests.")
+    counts = {tuple(s.labels.items()): s.value for s in metrics["dur"].samples
+              if s.name == "dur_count"}
+    assert {tuple(s.labels.items()): s.value for s in counter.samples} == counts
+    # Buckets are written 1, 2, 3 (not cumulative): the count is 6 per unit of scale.
+    assert counts == {(("route", "/a"),): 6 * (1 + 2 + 3 + 7), (("route", "/b"),): 6 * 13}
+    assert all(s.name == "reqs_total" for s in counter.samples)
+    # The histogram's own collector in the same directory is untouched.
+    assert set(metrics) == {"errors", "dur", "busy", "reqs"}
+
+
+def _announce_many(directory: str, count: int) -> None:
+    for _ in range(count):
+        announce_derived_counter(directory, "reqs", "Requests.", "dur")
+
+
+def test_concurrent_announcements_are_always_read_whole(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_announce_many, args=(str(tmp_path), 300)) for _ in range(3)]
+    for proc in writers:
+        proc.start()
+    reads = 0
+    while any(proc.is_alive() for proc in writers) and reads < 20_000:
+        found = derived_counters(str(tmp_path))
+        assert found in ([], [("reqs", "Requests.", "dur")]), found
+        reads += 1
+    for proc in writers:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert derived_counters(str(tmp_path)) == [("reqs", "Requests.", "dur")]
+    assert [p.name for p in tmp_path.iterdir()] == ["asgi_metrics.derived.reqs.json"]
 
 
 def test_dead_workers_in_flight_gauge_is_swept(tmp_path: Path) -> None:
@@ -221,6 +266,8 @@ def test_child_exit_never_raises(tmp_path: Path, monkeypatch: Any) -> None:
 
 def test_clean_multiproc_dir(tmp_path: Path) -> None:
     write_worker(tmp_path, 1)
+    announce_derived_counter(str(tmp_path), "reqs", "h", "dur")
+    (tmp_path / "asgi_metrics.derived.reqs.json.1.2.tmp").write_text("{")  # a writer died
     (tmp_path / "keep.txt").write_text("not ours")
     clean_multiproc_dir(str(tmp_path))
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
@@ -305,6 +352,46 @@ def test_detect_workers_heuristics() -> None:
     assert multiprocess._workers_flag(["gunicorn", "app:app"]) is None
 
 
+GRANIAN = "/venv/bin/granian"
+HYPERCORN = "/venv/bin/hypercorn"
+
+
+@pytest.mark.parametrize("argv,env,expected", [
+    ([GRANIAN, "--interface", "asgi", "--workers", "2", "app:app"], {}, 2),
+    ([GRANIAN, "--interface", "asgi", "--workers=3", "app:app"], {}, 3),
+    ([sys.executable, "-m", "granian", "--workers", "4", "app:app"], {}, 4),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "4"}, 4),
+    # The command line wins over the environment (click's rule, granian's CLI).
+    ([GRANIAN, "--workers", "1", "app:app"], {"GRANIAN_WORKERS": "4"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "1"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {"GRANIAN_WORKERS": "many"}, None),
+    ([GRANIAN, "--interface", "asgi", "app:app"], {}, None),
+    ([HYPERCORN, "-w", "2", "app:app"], {}, 2),
+    ([HYPERCORN, "-w3", "app:app"], {}, 3),
+    ([HYPERCORN, "--workers", "4", "--bind", "0.0.0.0:80", "app:app"], {}, 4),
+    ([HYPERCORN, "--workers=5", "app:app"], {}, 5),
+    ([HYPERCORN, "-w", "1", "app:app"], {}, None),
+    ([HYPERCORN, "app:app"], {}, None),
+    # WEB_CONCURRENCY is gunicorn's and uvicorn's, not hypercorn's or granian's.
+    ([HYPERCORN, "app:app"], {"WEB_CONCURRENCY": "4"}, None),
+])
+def test_detect_workers_granian_and_hypercorn(
+    argv: list[str], env: dict[str, str], expected: int | None, monkeypatch: Any
+) -> None:
+    # A worker's own sys.argv is the server's command line (fork, or multiprocessing's
+    # spawn handing the parent's sys.argv over): that is what these fabricate.
+    monkeypatch.setattr(sys, "argv", argv)
+    found = detect_workers(env)
+    assert (found[0] if found else None) == expected, found
+
+
+def test_detect_workers_never_raises_on_odd_input(monkeypatch: Any) -> None:
+    monkeypatch.setattr(sys, "argv", [GRANIAN, "--workers"])
+    assert detect_workers({"GRANIAN_WORKERS": "-1", "GUNICORN_CMD_ARGS": "-w"}) is None
+    monkeypatch.setattr(sys, "argv", [HYPERCORN, "-w", "x", "--workers="])
+    assert detect_workers({"WEB_CONCURRENCY": "0x10"}) is None
+
+
 @pytest.mark.parametrize("argv", [
     gunicorn("tests.apps.asgi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker"),
     uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
@@ -316,6 +403,51 @@ def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:
         output = server.output()
     assert "PROMETHEUS_MULTIPROC_DIR is not set" in output, output
     assert "worker processes" in output
+
+
+def _outputs_of(argv: list[str], env: dict[str, str] | None = None) -> tuple[str, str]:
+    """A server's (stderr, stdout) once it answers /metrics, so once at least one worker
+    has built the middleware."""
+    with Server(argv, env=env, separate_stderr=True) as server:
+        server.metrics()
+        return server.stderr(), server.output()
+
+
+@pytest.mark.parametrize("argv", [
+    granian("tests.apps.asgi_app:app", "--workers", "2"),
+    hypercorn("tests.apps.asgi_app:app", "-w", "2"),
+], ids=["granian", "hypercorn"])
+def test_granian_and_hypercorn_workers_without_directory_warn_loudly(argv: list[str]) -> None:
+    stderr, stdout = _outputs_of(argv)
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr + stdout
+    assert "seems to run in 2 worker processes" in stderr
+
+
+def test_granian_workers_from_the_environment_warn_loudly() -> None:
+    stderr, _ = _outputs_of(granian("tests.apps.asgi_app:app"), {"GRANIAN_WORKERS": "2"})
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
+    assert "GRANIAN_WORKERS=2" in stderr
+
+
+def test_hypercorn_workers_from_a_config_file_warn_loudly(tmp_path: Path) -> None:
+    # No worker count on the command line: seen through the parent's two worker children
+    # (its third child, multiprocessing's resource tracker, is not a worker).
+    config = tmp_path / "hypercorn.toml"
+    config.write_text("workers = 2\n")
+    stderr, _ = _outputs_of(hypercorn("tests.apps.asgi_app:app", "--config", str(config)))
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
+    assert "2 worker children" in stderr
+
+
+@pytest.mark.parametrize("argv", [
+    granian("tests.apps.asgi_app:app", "--workers", "1"),
+    granian("tests.apps.asgi_app:app"),
+    hypercorn("tests.apps.asgi_app:app", "-w", "1"),
+    hypercorn("tests.apps.asgi_app:app"),
+], ids=["granian-1", "granian-default", "hypercorn-1", "hypercorn-default"])
+def test_one_worker_does_not_warn(argv: list[str]) -> None:
+    stderr, stdout = _outputs_of(argv)
+    assert "PROMETHEUS_MULTIPROC_DIR is not set" not in stderr + stdout, stderr + stdout
 
 
 def test_label_set_cap_holds_in_multiprocess_mode(tmp_path: Path) -> None:
@@ -363,3 +495,198 @@ def test_label_set_cap_holds_in_multiprocess_mode(tmp_path: Path) -> None:
     series, total, admitted = result.stdout.split()
     assert (int(series), float(total), int(admitted)) == (50, 500.0, 50)
     assert result.stderr.count("max_label_sets=50") == 1
+
+
+# -- a process without a middleware shows what a worker's /metrics shows -----------------
+
+# A "worker": a real middleware in multiprocess mode records known traffic, prints its own
+# /metrics (through the ASGI endpoint), then stays alive (its in-flight gauge file counts
+# only while it lives) until the test closes its stdin.
+WORKER = """
+    import asyncio, json, sys
+    from prometheus_client import CollectorRegistry
+    from asgi_metrics import MetricsMiddleware
+
+    async def app(scope, receive, send):
+        status = 500 if scope["path"] == "/fail" else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = MetricsMiddleware(
+        app, registry=CollectorRegistry(), route_resolver=lambda scope: scope["path"],
+        **json.loads(sys.argv[1]),
+    )
+
+    async def call(path):
+        body = []
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [],
+                 "query_string": b""}
+        await middleware(scope, receive, send)
+        return b"".join(body).decode()
+
+    async def main():
+        for index in range(int(sys.argv[2])):
+            await call(["/a", "/b", "/fail"][index % 3])
+        sys.stdout.write(await call("/metrics") + "\\n--END--\\n")
+        sys.stdout.flush()
+        sys.stdin.read()
+
+    asyncio.run(main())
+"""
+
+# A process with no middleware: the directory through DirectoryCollector in a fresh
+# registry and prometheus_client's generate_latest, and through start_metrics_server.
+READER = """
+    import sys
+    from prometheus_client import CollectorRegistry, generate_latest
+    from asgi_metrics import start_metrics_server
+    from asgi_metrics.multiprocess import DirectoryCollector
+    from tests.support.servers import get
+
+    registry = CollectorRegistry()
+    DirectoryCollector(registry=registry)
+    sys.stdout.write(generate_latest(registry).decode() + "\\n--END--\\n")
+    with start_metrics_server(0, registry=CollectorRegistry()) as server:
+        status, body = get(server.url)
+        assert status == 200, body
+        sys.stdout.write(body)
+"""
+
+
+def families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                      float]]]:
+    """``{family: (type, {(sample name, labels): value})}`` of an exposition, parsed by
+    prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    parsed = list(text_string_to_metric_families(text))
+    names = [family.name for family in parsed]
+    assert len(names) == len(set(names)), f"a family shown twice: {names}"
+    return {
+        family.name: (family.type, {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for sample in family.samples
+        })
+        for family in parsed
+    }
+
+
+def worker_and_readers(directory: Path, options: dict[str, Any], requests: int) -> list[str]:
+    """The worker's own /metrics, then the two views of a process without middleware."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(PROMETHEUS_MULTIPROC_DIR=str(directory), PYTHONPATH=str(ROOT))
+    worker = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WORKER), json.dumps(options), str(requests)],
+        env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert worker.stdout is not None and worker.stdin is not None
+        lines = []
+        for line in worker.stdout:  # bounded: the worker prints one exposition and waits
+            if line == "--END--\n":
+                break
+            lines.append(line)
+        assert lines, worker.communicate(timeout=30)[1]
+        reader = run_python(READER, {"PROMETHEUS_MULTIPROC_DIR": str(directory)})
+        assert reader.returncode == 0, reader.stderr
+        worker.stdin.close()
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    return ["".join(lines), *reader.stdout.split("\n--END--\n")]
+
+
+def test_directory_collector_shows_what_a_worker_shows_with_namespace(tmp_path: Path) -> None:
+    options = {"namespace": "shop", "const_labels": {"service": "api"}}
+    own, collected, served = (
+        families(text) for text in worker_and_readers(tmp_path, options, 30)
+    )
+    counter = own["shop_http_requests"]
+    assert counter[0] == "counter"
+    assert counter[1] == {
+        ("shop_http_requests_total",
+         (("method", "GET"), ("route", route), ("service", "api"), ("status", status))): 10.0
+        for route, status in (("/a", "200"), ("/b", "200"), ("/fail", "500"))
+    }
+    assert "shop_http_request_duration_seconds" in own
+    for view in (collected, served):
+        assert view == own
+    # Derived exactly: every counter sample is its histogram's _count.
+    counts = {labels: value for (name, labels), value in
+              collected["shop_http_request_duration_seconds"][1].items()
+              if name.endswith("_count")}
+    assert {labels: value for (_, labels), value in
+            collected["shop_http_requests"][1].items()} == counts
+
+
+def test_directory_collector_shows_what_a_worker_shows_before_any_request(
+    tmp_path: Path,
+) -> None:
+    own, collected, served = (
+        families(text) for text in worker_and_readers(tmp_path, {}, 0)
+    )
+    # Nothing recorded yet: the worker shows its (empty) request counter all the same.
+    assert own == {"http_requests": ("counter", {})}
+    assert collected == own and served == own
+
+
+def test_directory_collector_with_otel_naming(tmp_path: Path) -> None:
+    own, collected, served = (
+        families(text) for text in worker_and_readers(tmp_path, {"naming": "otel"}, 30)
+    )
+    # The OpenTelemetry preset has no separate request counter: the histogram's _count is
+    # the request count, everywhere.
+    assert "http_server_request_duration_seconds" in own
+    assert not any("requests" in name for name in own if "active" not in name)
+    assert collected == own and served == own
+
+
+def test_preloaded_app_announces_again_after_the_directory_is_emptied(tmp_path: Path) -> None:
+    # gunicorn --preload: the middleware is built in the arbiter, then on_starting empties
+    # the directory, then the workers are forked and never build the middleware again.
+    result = run_python(
+        """
+        import asyncio, os
+        from prometheus_client import CollectorRegistry
+        from asgi_metrics import MetricsMiddleware
+        from asgi_metrics.multiprocess.directory import clean_multiproc_dir, derived_counters
+
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        async def receive():
+            return {"type": "http.request", "body": b""}
+
+        async def send(message):
+            pass
+
+        middleware = MetricsMiddleware(app, registry=CollectorRegistry())
+        clean_multiproc_dir()
+        print(derived_counters(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+        pid = os.fork()
+        if pid == 0:
+            scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+            asyncio.run(middleware(scope, receive, send))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(derived_counters(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+        """,
+        {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = result.stdout.splitlines()
+    assert before == "[]"
+    assert after == str([("http_requests", "Total HTTP requests served.",
+                          "http_request_duration_seconds")])

@@ -162,6 +162,9 @@ class Exposition:
         every scrape) and any ``MultiProcessCollector`` registered there."""
         path = self.multiprocess_dir
         assert path is not None
+        # The directory's metrics include the counters every store announced there (the
+        # same in any process, with or without a store of its own); this process' stores
+        # are added in case one could not announce its counter. Each is derived once.
         metrics = collect_directory(path)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         add_request_counters(metrics, [

@@ -1,6 +1,7 @@
 """Multiprocess mode: one app served by several worker processes (gunicorn, ``uvicorn
---workers``), each writing its numbers to prometheus_client's files in
-``PROMETHEUS_MULTIPROC_DIR``; a scrape answered by any worker shows the sum over all.
+--workers``, ``granian --workers``, ``hypercorn -w``), each writing its numbers to
+prometheus_client's files in ``PROMETHEUS_MULTIPROC_DIR``; a scrape answered by any worker
+shows the sum over all.
 
 What this module adds to prometheus_client's own multiprocess support:
 
@@ -12,7 +13,12 @@ What this module adds to prometheus_client's own multiprocess support:
   merged into one archive file per type, so a scrape reads one file per *live* worker plus
   the archives however many workers have come and gone (``max_requests`` recycling);
 * start-up checks that make a misconfiguration loud (:func:`check_directory`,
-  :func:`warn_if_several_workers`) and :func:`clean_multiproc_dir` for start-up.
+  :func:`warn_if_several_workers`) and :func:`clean_multiproc_dir` for start-up;
+* derived counters: the request counter is not written to the files but derived at scrape
+  time from the duration histogram's ``_count``. Which counter comes from which histogram
+  is written to the directory too (:func:`announce_derived_counter`, one small file per
+  counter), so any process reading the directory (a worker's ``/metrics``, a listener in
+  the gunicorn arbiter, :class:`DirectoryCollector` in a sidecar) shows the same counters.
 
 Scrapes and compactions in one directory take an exclusive ``flock`` on a lock file in it,
 so a scrape never sees a dead worker's file both in the archive and on its own. Tools that
@@ -33,6 +39,8 @@ import logging
 import os
 import struct
 import sys
+import sysconfig
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -60,6 +68,9 @@ JOURNAL_FILE = "asgi_metrics.compaction"
 ARCHIVE_PID = "archive"
 _SUMMED_TYPES = ("counter", "histogram", "summary")
 _TMP_SUFFIX = ".db.tmp"
+#: ``asgi_metrics.derived.<counter>.json``: a counter that a scrape derives from a histogram.
+DERIVED_PREFIX = "asgi_metrics.derived."
+DERIVED_SUFFIX = ".json"
 
 
 def multiproc_dir(environ: Any = None) -> str | None:
@@ -114,12 +125,44 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def _children(pid: int) -> int:
+def _children(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s children, started from any of its threads."""
+    found: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as file:
-            return len(file.read().split())
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                found.extend(int(child) for child in file.read().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+#: Servers whose workers are processes. Each worker's parent is the server, started with
+#: the server's command line; the worker's own ``sys.argv`` is that command line too
+#: (gunicorn and granian fork; uvicorn and hypercorn use multiprocessing's spawn, which
+#: hands the parent's ``sys.argv`` to the child).
+_SERVERS = ("gunicorn", "uvicorn", "granian", "hypercorn")
+#: multiprocessing's helper processes: children of a server that are not workers
+#: (hypercorn's parent has a resource tracker next to its workers).
+_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
+
+def _server_of(argv: list[str]) -> str | None:
+    text = " ".join(argv)
+    for name in _SERVERS:
+        if name in text:
+            return name
+    return None
+
+
+def _threads_for_workers(server: str) -> bool:
+    # granian built for free-threaded Python runs its workers as threads of one process,
+    # where one process' numbers are the whole truth.
+    return server == "granian" and bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _workers_flag(argv: list[str]) -> int | None:
@@ -140,42 +183,65 @@ def _workers_flag(argv: list[str]) -> int | None:
 
 def detect_workers(environ: Any = None) -> tuple[int, str] | None:
     """A guess at how many worker processes serve this app, and the evidence, when this
-    process looks like one of several gunicorn or uvicorn workers; else ``None``.
+    process looks like one of several workers of gunicorn, uvicorn, granian or hypercorn;
+    else ``None``.
 
     Heuristics, in order (Linux ``/proc`` for the parent's ones):
 
-    * the parent (or, before forking, this) process is ``gunicorn``/``uvicorn`` started
-      with ``-w N``/``--workers N`` (``N > 1``);
+    * the parent (or this) process is ``gunicorn``/``uvicorn``/``granian``/``hypercorn``
+      started with ``-w N``/``--workers N`` (``N > 1``);
     * ``GUNICORN_CMD_ARGS`` contains ``--workers N``/``-w N``;
-    * ``WEB_CONCURRENCY`` (both servers' default worker count) is more than 1 under one of
-      those servers;
-    * the parent is a gunicorn arbiter or uvicorn supervisor with more than one child.
+    * ``GRANIAN_WORKERS`` is more than 1 under granian (when no ``--workers`` is given);
+    * ``WEB_CONCURRENCY`` (gunicorn's and uvicorn's default worker count) is more than 1
+      under one of those two servers;
+    * the parent is one of these servers with more than one worker child (multiprocessing's
+      helper processes are not counted). This one also sees a count set in a config file.
     """
     env = os.environ if environ is None else environ
     own = list(sys.argv)
     parent = _cmdline(os.getppid())
+    flagged: set[str] = set()  # servers whose worker count is on the command line
     for argv, who in ((parent, "the parent process"), (own, "this process")):
-        text = " ".join(argv)
-        if "gunicorn" in text or "uvicorn" in text:
-            count = _workers_flag(argv)
-            if count is not None and count > 1:
+        server = _server_of(argv)
+        if server is None or _threads_for_workers(server):
+            continue
+        count = _workers_flag(argv)
+        if count is not None:
+            flagged.add(server)
+            if count > 1:
                 return count, f"{who} runs {' '.join(argv[:6])!s}..."
-    server = "gunicorn" in sys.modules or any(
-        "gunicorn" in arg or "uvicorn" in arg for arg in (*own[:2], *parent[:3])
+    heads = [*own[:2], *parent[:3]]
+    gunicorn_or_uvicorn = "gunicorn" in sys.modules or any(
+        "gunicorn" in arg or "uvicorn" in arg for arg in heads
     )
     gunicorn_args = env.get("GUNICORN_CMD_ARGS", "")
     count = _workers_flag(gunicorn_args.split())
     if count is not None and count > 1:
         return count, f"GUNICORN_CMD_ARGS={gunicorn_args!r}"
+    granian_workers = str(env.get("GRANIAN_WORKERS", "")).strip()
+    if (
+        "granian" not in flagged
+        and ("granian" in sys.modules or any("granian" in arg for arg in heads))
+        and not _threads_for_workers("granian")
+        and granian_workers.isdigit() and int(granian_workers) > 1
+    ):
+        return int(granian_workers), f"GRANIAN_WORKERS={granian_workers}"
     concurrency = env.get("WEB_CONCURRENCY", "")
-    if server and concurrency.isdigit() and int(concurrency) > 1:
+    if gunicorn_or_uvicorn and concurrency.isdigit() and int(concurrency) > 1:
         return int(concurrency), f"WEB_CONCURRENCY={concurrency}"
     parent_text = " ".join(parent[:4])
-    if ("gunicorn" in parent_text or "uvicorn" in parent_text
-            or ("multiprocessing" in parent_text and "uvicorn" in sys.modules)):
-        siblings = _children(os.getppid())
+    parent_server = _server_of(parent[:4])
+    if (parent_server is not None and not _threads_for_workers(parent_server)) or (
+        "multiprocessing" in parent_text and "uvicorn" in sys.modules
+    ):
+        siblings = sum(
+            1 for child in _children(os.getppid())
+            if not any(helper in " ".join(_cmdline(child)[:4]) for helper in _HELPERS)
+        )
         if siblings > 1:
-            return siblings, f"the parent process ({parent_text}) has {siblings} children"
+            return siblings, (
+                f"the parent process ({parent_text}) has {siblings} worker children"
+            )
     return None
 
 
@@ -219,6 +285,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
         if entry.is_file() and (
             entry.name.endswith((".db", _TMP_SUFFIX))
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
+            or entry.name.startswith(DERIVED_PREFIX)
         ):
             os.unlink(entry.path)
 
@@ -418,11 +485,53 @@ def read_metrics(files: Iterable[str]) -> list[Metric]:
     return list(accumulate_multiprocess(metrics))
 
 
+def announce_derived_counter(
+    path: str, counter_name: str, help_text: str, histogram_name: str
+) -> None:
+    """Record in the directory that ``counter_name`` (without ``_total``) is not written
+    but derived from the ``_count`` of histogram ``histogram_name``, so that every process
+    reading the directory derives it (:func:`collect_directory`).
+
+    Every worker writes the same file: each writes a temporary file of its own and renames
+    it into place, so a reader sees one complete version or another, never a mix.
+    """
+    final = os.path.join(path, f"{DERIVED_PREFIX}{counter_name}{DERIVED_SUFFIX}")
+    tmp = f"{final}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        with open(tmp, "w") as file:
+            json.dump({"counter": counter_name, "help": help_text,
+                       "histogram": histogram_name}, file)
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def derived_counters(path: str) -> list[tuple[str, str, str]]:
+    """The (counter name, help, histogram name) announced in the directory by
+    :func:`announce_derived_counter`; unreadable files are skipped."""
+    pairs = []
+    for entry in os.scandir(path):
+        name = entry.name
+        if not (name.startswith(DERIVED_PREFIX) and name.endswith(DERIVED_SUFFIX)):
+            continue
+        try:
+            with open(entry.path) as file:
+                data = json.load(file)
+            pairs.append((str(data["counter"]), str(data["help"]), str(data["histogram"])))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # removed meanwhile (clean-up), or not ours
+    return sorted(pairs)
+
+
 def collect_directory(path: str) -> list[Metric]:
     """Every metric in the multiprocess directory, summed over all workers, living and
-    dead (sweeping and compacting dead workers' files on the way)."""
+    dead (sweeping and compacting dead workers' files on the way), and the counters
+    derived from them (:func:`announce_derived_counter`)."""
     with _locked(path):
-        return read_metrics(maintain_and_list(path))
+        metrics = read_metrics(maintain_and_list(path))
+    add_request_counters(metrics, derived_counters(path))
+    return metrics
 
 
 class DirectoryCollector(Collector):
@@ -445,7 +554,9 @@ def add_request_counters(metrics: list[Metric], pairs: Iterable[tuple[str, str, 
     """Derive each request counter from its duration histogram's ``_count`` samples (the
     multiprocess store does not write it; see :mod:`asgi_metrics.multiprocess_store`).
 
-    ``pairs`` are (counter name, counter help, histogram name).
+    ``pairs`` are (counter name, counter help, histogram name). A counter already in
+    ``metrics`` (derived before, e.g. by :func:`collect_directory`) is left as it is, so a
+    counter is never derived twice.
     """
     by_name = {metric.name: metric for metric in metrics}
     for counter_name, help_text, histogram_name in pairs:

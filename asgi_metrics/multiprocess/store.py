@@ -12,11 +12,15 @@ objects: those would add a label lookup and a lock per request and nothing we ne
 
 The request counter (``http_requests_total``) is not written at all: a scrape derives it
 from the duration histogram's ``_count``, exactly as the single-process store does, so the
-two can never disagree.
+two can never disagree. Each store says so in the directory when it starts
+(:func:`~asgi_metrics.multiprocess.announce_derived_counter`), so a process with no store
+of its own (a listener in the gunicorn arbiter, a sidecar) derives the same counter.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
@@ -31,6 +35,7 @@ from asgi_metrics.core.naming import Family, MetricNames
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.core.store import Snapshot
 from asgi_metrics.exposition.render import floatToGoString
+from asgi_metrics.multiprocess.directory import announce_derived_counter, multiproc_dir
 
 #: Set by the start-up check when prometheus_client's value class is not multiprocess.
 ENV_AFTER_IMPORT = (
@@ -80,8 +85,12 @@ class MultiprocessStore:
         size_buckets: tuple[float, ...],
         max_label_sets: int = 2000,
         on_overflow: Callable[[str], None] | None = None,
+        directory: str | None = None,
     ) -> None:
         self._value_class = multiprocess_value_class()
+        self.directory = directory or multiproc_dir()
+        # The PID that last announced the derived request counter (see _announce).
+        self._announced_pid: int | None = None
         # Per worker: the directory can hold up to workers x max_label_sets series.
         self.max_label_sets = max_label_sets
         self._cap = LabelSetCap(max_label_sets, on_overflow)
@@ -109,6 +118,29 @@ class MultiprocessStore:
         )
         self._in_flight: dict[str, Any] = {}
         self._exceptions: dict[Key, Any] = {}
+        self._announce()
+
+    def _announce(self) -> None:
+        """Write which counter is derived from which histogram to the directory (see
+        :func:`~asgi_metrics.multiprocess.announce_derived_counter`).
+
+        Also called on this process' first request series: with gunicorn ``--preload``
+        the store is built in the arbiter before ``on_starting`` empties the directory, and
+        the forked workers never build it again.
+        """
+        self._announced_pid = os.getpid()
+        requests = self.names.requests
+        if requests is None or self.directory is None:
+            return  # the OpenTelemetry preset has no separate request counter
+        try:
+            announce_derived_counter(self.directory, requests.name, requests.help,
+                                     self.names.duration.name)
+        except Exception as exc:  # start-up, or a first series: never break either
+            logging.getLogger("asgi_metrics").warning(
+                "HTTP metrics: could not write %s's description to %s (%s): processes"
+                " without a middleware of their own will not show that counter.",
+                requests.name, self.directory, exc,
+            )
 
     # -- value objects -----------------------------------------------------------------
 
@@ -129,6 +161,8 @@ class MultiprocessStore:
             series = hist.series.get(key)
             if series is not None:
                 return series
+            if self._announced_pid != os.getpid():
+                self._announce()
             family = hist.family
             names, label_values = self._labels(family, key)
             make = self._value_class

@@ -1,4 +1,5 @@
-"""Run real app servers (gunicorn, uvicorn) on loopback for tests, and talk to them.
+"""Run real app servers (gunicorn, uvicorn, granian, hypercorn) on loopback for tests, and
+talk to them.
 
 Every server runs in its own process group and is always stopped (SIGTERM, then SIGKILL
 after a timeout) when the context is left, with all of its workers.
@@ -65,6 +66,7 @@ class Server:
         env: Mapping[str, str] | None = None,
         multiproc_dir: str | None = None,
         startup_timeout: float = 30.0,
+        separate_stderr: bool = False,
     ) -> None:
         self.port = free_port()
         self.argv = [arg.replace("{port}", str(self.port)) for arg in argv]
@@ -80,6 +82,8 @@ class Server:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in stop())
+        # With separate_stderr, stderr goes here and output() is stdout only.
+        self._err = tempfile.TemporaryFile() if separate_stderr else None  # noqa: SIM115
 
     @property
     def url(self) -> str:
@@ -88,7 +92,8 @@ class Server:
     def start(self) -> Server:
         self.proc = subprocess.Popen(
             self.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=self._log, stderr=self._err or subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
@@ -109,6 +114,13 @@ class Server:
             return ""
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
+
+    def stderr(self) -> str:
+        """What the server wrote to stderr (with ``separate_stderr=True``)."""
+        if self._err is None or self._err.closed:
+            return ""
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")
 
     def worker_pids(self) -> set[int]:
         """The PIDs of the server's direct children (its workers)."""
@@ -140,6 +152,8 @@ class Server:
             os.killpg(proc.pid, signal.SIGKILL)
         self.proc = None
         self._log.close()
+        if self._err is not None:
+            self._err.close()
 
     def __enter__(self) -> Server:
         return self.start()
@@ -160,3 +174,13 @@ def gunicorn(app: str, *args: str) -> list[str]:
 def uvicorn(app: str, *args: str) -> list[str]:
     return [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "{port}",
             "--log-level", "warning", *args, app]
+
+
+def granian(app: str, *args: str) -> list[str]:
+    """A granian command line serving the ASGI app ``app``."""
+    return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+            "{port}", *args, app]
+
+
+def hypercorn(app: str, *args: str) -> list[str]:
+    return [str(BIN / "hypercorn"), "--bind", "127.0.0.1:{port}", *args, app]
