@@ -1,10 +1,21 @@
 """Where finished requests are counted in a single process: a store whose per-request path
 takes no lock.
 
-Each thread writes only to its own shard (a few plain dicts), so concurrent writers never
-race and nothing on the request path waits for a lock. A scrape sums the shards. Shards of
-threads that have ended are folded into one retired shard at scrape time, so servers that
-start a thread per request do not grow the store.
+Each OS thread writes only to its own shard (a few plain dicts), so concurrent writers
+never race and nothing on the request path waits for a lock. A scrape sums the shards.
+
+Writers that share an OS thread share its shard: asyncio tasks, and gevent greenlets too
+(the shard lives in the OS thread's storage even where gevent has monkey-patched
+``threading.local`` into a greenlet-local). They take turns only at their own switch
+points, and recording has none between finding a series and adding to it.
+
+A shard is retired when its thread ends, however the thread was started (``threading``,
+``_thread.start_new_thread``, a thread made outside Python, a greenlet where the
+thread-local is a greenlet-local): next to the shard, the thread-local holds an
+:class:`_Owner`, dropped with the rest of that thread's storage once nothing runs in the
+thread any more, which hands the shard over. The next scrape, or the next new shard, folds
+the shards handed over into one retired shard, so servers that start a thread (or a
+greenlet) per connection do not grow the store, scraped or not.
 
 A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-bucket counts
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
@@ -17,8 +28,10 @@ already present never reach the lock.
 
 from __future__ import annotations
 
+import sys
 import threading
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from time import time
@@ -34,13 +47,11 @@ Exemplar = tuple[int, int, float, float]
 ExemplarSlots = list["Exemplar | None"]
 
 
-
 class _Shard:
     __slots__ = ("exceptions", "exemplars", "in_flight", "request_size", "requests",
-                 "response_size", "thread", "ttfb")
+                 "response_size", "ttfb")
 
-    def __init__(self, thread: threading.Thread | None) -> None:
-        self.thread = thread
+    def __init__(self) -> None:
         self.requests: dict[Key, Series] = {}
         self.in_flight: dict[str, int] = {}
         self.exceptions: dict[Key, int] = {}
@@ -48,6 +59,41 @@ class _Shard:
         self.request_size: dict[Key, Series] = {}
         self.response_size: dict[Key, Series] = {}
         self.exemplars: dict[Key, ExemplarSlots] = {}
+
+
+class _Owner:
+    """Kept in a thread's thread-local storage beside its shard; when that storage is
+    dropped (the thread has ended), hands the shard over to be retired."""
+
+    __slots__ = ("ended", "shard")
+
+    def __init__(self, shard: _Shard, ended: deque[_Shard]) -> None:
+        self.shard = shard
+        self.ended = ended
+
+    def __del__(self) -> None:
+        # Runs wherever the storage is dropped: in the ending thread's teardown, in a
+        # garbage collection in any thread, maybe in the middle of a scrape that holds the
+        # store's lock. So: no lock, only deque.append, which is atomic.
+        self.ended.append(self.shard)
+
+
+def _os_thread_local() -> Any:
+    """A ``threading.local`` whose storage is per OS thread.
+
+    Under gevent's monkey-patching ``threading.local`` is a greenlet-local: one shard per
+    greenlet would still be retired (gevent drops a greenlet's storage when it dies), but
+    would cost a shard, and a fold, per connection, and gevent's local is slower to read.
+    Its greenlets share an OS thread and never interleave inside a recording, so they can
+    share that thread's shard: take the unpatched thread-local.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original("_thread", "_local")()
+        except Exception:  # an unexpected gevent: its local is correct too, only slower
+            pass
+    return threading.local()
 
 
 @dataclass
@@ -83,10 +129,15 @@ class RequestStore:
         self.size_buckets = size_buckets
         self._width = len(buckets) + 2
         self._size_width = len(size_buckets) + 2
-        self._local = threading.local()
-        self._lock = threading.Lock()  # guards the shard list, never the request path
+        self._local = _os_thread_local()
+        # Guards the shard list and the retired shard; the request path never waits for it.
+        self._lock = threading.Lock()
         self._shards: list[_Shard] = []
-        self._retired = _Shard(None)
+        self._retired = _Shard()
+        # Handed over without the lock (deque.append and popleft are atomic), taken in
+        # under it by _settle(): new shards, and shards whose thread has ended.
+        self._born: deque[_Shard] = deque()
+        self._ended: deque[_Shard] = deque()
         self.max_label_sets = max_label_sets
         self._cap = LabelSetCap(max_label_sets, on_overflow)
         self._admit = self._cap.admit
@@ -95,15 +146,37 @@ class RequestStore:
         """How many distinct keys ``table`` holds across all shards (tests, diagnostics)."""
         return self._cap.count(table)
 
+    def shard_count(self) -> int:
+        """How many per-thread shards the store holds now (diagnostics, tests).
+
+        One for each thread that has recorded and has not ended: an OS thread, shared by
+        the asyncio tasks and gevent greenlets that run on it (a greenlet of its own where
+        ``threading.local`` is another library's greenlet-local, e.g. eventlet's). Shards
+        of ended threads are folded first, so this does not count them.
+        """
+        with self._lock:
+            self._settle()
+            return len(self._shards)
+
     def _shard(self) -> _Shard:
         try:
             return self._local.shard  # type: ignore[no-any-return]
         except AttributeError:
-            shard = _Shard(threading.current_thread())
-            with self._lock:
-                self._shards.append(shard)
-            self._local.shard = shard
-            return shard
+            pass
+        shard = _Shard()
+        # Born before its owner can hand it over as ended: _settle() relies on the order.
+        self._born.append(shard)
+        self._local.owner = _Owner(shard, self._ended)
+        self._local.shard = shard
+        # Fold what ended threads left, so a store that is never scraped stays small too.
+        # Without waiting: a scrape in progress does it anyway, and this thread may be the
+        # one holding the lock (a garbage collection during a scrape recording a request).
+        if self._ended and self._lock.acquire(blocking=False):
+            try:
+                self._settle()
+            finally:
+                self._lock.release()
+        return shard
 
     def start(self, method: str) -> None:
         """One more request of ``method`` in flight."""
@@ -209,20 +282,36 @@ class RequestStore:
         # Scrapes hold the lock while they sum, so two of them never see a shard that is
         # being folded into the retired one twice. Requests never take it.
         with self._lock:
-            self._retire_dead_shards()
+            self._settle()
             for shard in (self._retired, *self._shards):
                 _add_shard(total, shard)
         return total
 
-    def _retire_dead_shards(self) -> None:
-        alive = []
-        for shard in self._shards:
-            if shard.thread is not None and not shard.thread.is_alive():
-                # Its thread has ended, so nothing writes to it any more.
-                _add_shard(self._retired, shard)
-            else:
-                alive.append(shard)
-        self._shards = alive
+    def _settle(self) -> None:
+        """Take in the new shards, fold the ended ones into the retired shard (under the
+        lock)."""
+        # Ended first: a shard is born before it can end, so every shard taken here is
+        # either in the list already or among the born taken next. (Born first, a thread
+        # could be born and end in between: its shard would be folded now and listed
+        # later, counted twice.)
+        ended = _take(self._ended)
+        born = _take(self._born)
+        if not ended:
+            self._shards.extend(born)
+            return
+        gone = {id(shard) for shard in ended}
+        self._shards = [shard for shard in (*self._shards, *born) if id(shard) not in gone]
+        for shard in ended:
+            # Its owner is gone with the thread's storage: nothing writes to it any more.
+            _add_shard(self._retired, shard)
+
+
+def _take(handed: deque[_Shard]) -> list[_Shard]:
+    # popleft one at a time, not a copy and clear(): a thread may append in between.
+    taken = []
+    while handed:
+        taken.append(handed.popleft())
+    return taken
 
 
 
