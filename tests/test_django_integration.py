@@ -24,8 +24,9 @@ from asgiref.sync import iscoroutinefunction  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: E402
 
+from asgi_metrics.collector import iter_registered  # noqa: E402
 from tests.wsgi_support import Samples, exceptions, in_flight, parse, requests  # noqa: E402
 from wsgi_metrics import ConfigurationError  # noqa: E402
 from wsgi_metrics.django import MetricsMiddleware  # noqa: E402
@@ -156,6 +157,27 @@ def test_one_store_per_process_across_handlers() -> None:
     fetch("/", client=Client())
     fetch("/", client=Client())  # another handler, another middleware instance
     assert requests(scrape(Client())) == {("GET", "/", "200"): 2}
+
+
+def test_changed_settings_on_the_default_registry_replace_the_store() -> None:
+    # recorder() builds a new store when the settings change (override_settings, a second
+    # Django project in one process); with other options than the first it used to raise
+    # "Duplicated timeseries" in the default registry.
+    before = set(iter_registered(REGISTRY))
+    try:
+        with override_settings(HTTP_METRICS={}):
+            assert fetch("/") == 200
+        with override_settings(HTTP_METRICS={"request_size": True, "buckets": [0.5, 5]}):
+            assert fetch("/") == 200
+            assert fetch("/") == 200
+            samples = parse(generate_latest(REGISTRY).decode())
+    finally:
+        for collector in set(iter_registered(REGISTRY)) - before:
+            REGISTRY.unregister(collector)
+    labels = frozenset({"method": "GET", "route": "/", "status": "200"}.items())
+    assert requests(samples) == {("GET", "/", "200"): 2}
+    assert samples[("http_request_size_bytes_count", labels)] == 2
+    assert samples[("http_request_duration_seconds_bucket", labels | {("le", "5.0")})] == 2
 
 
 def test_bad_settings_raise_naming_the_setting() -> None:
