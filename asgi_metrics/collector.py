@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar as ClientExemplar
 
 from .exemplars import format_span_id, format_trace_id
-from .exposition import StoreRenderer, floatToGoString
+from .exposition import COUNTER_EXEMPLAR_VALUE, StoreRenderer, floatToGoString
 from .naming import Family, MetricNames
 from .settings import ConfigurationError
 from .store import (
@@ -107,7 +107,10 @@ class StoreCollector(Collector):
                 latest = latest_exemplar(slots) if slots is not None else None
                 counter.add_metric(
                     self._values(key), sum(series[1:]),
-                    exemplar=None if latest is None else _client_exemplar(latest),
+                    exemplar=(
+                        None if latest is None
+                        else _client_exemplar(latest, COUNTER_EXEMPLAR_VALUE)
+                    ),
                 )
             metrics.append(counter)
         metrics.append(
@@ -161,8 +164,11 @@ class StoreCollector(Collector):
         return metric
 
 
-def _client_exemplar(exemplar: Exemplar) -> ClientExemplar:
-    trace_id, span_id, value, timestamp = exemplar
+def _client_exemplar(exemplar: Exemplar, value: float | None = None) -> ClientExemplar:
+    # ``value`` replaces the observed one: a counter's exemplar carries its increment.
+    trace_id, span_id, observed, timestamp = exemplar
+    if value is None:
+        value = observed
     return ClientExemplar(
         {"trace_id": format_trace_id(trace_id), "span_id": format_span_id(span_id)},
         value,
