@@ -22,7 +22,7 @@ from .endpoint import MetricsEndpoint
 from .exemplars import AVAILABLE as OTEL_AVAILABLE
 from .exemplars import SpanIds, current_span_ids, sampled_span
 from .labels import CLIENT_CLOSED_STATUS, KNOWN_METHODS, OTHER_METHOD, UNMATCHED_ROUTE
-from .recorder import Recorder
+from .recorder import Recorder, declared_body_size
 from .request_ids import new_id, take_id
 from .settings import ConfigurationError, Settings
 from .span_link import link_span
@@ -339,18 +339,57 @@ def _route_path(path: object, root_path: object) -> object:
     return path
 
 
+def _declared_size(scope: Scope) -> int | None:
+    """The body size the request's ``Content-Length`` declares; ``None`` without one, or
+    when repeated headers disagree or one is not a valid size."""
+    size = None
+    try:
+        # ASGI servers hand header names over lower-cased: plain equality finds it.
+        for key, value in scope.get("headers") or ():
+            if key == b"content-length":
+                declared = declared_body_size(value)
+                if declared is None or (size is not None and declared != size):
+                    return None
+                size = declared
+    except (TypeError, ValueError):  # malformed headers: count the body instead
+        return None
+    return size
+
+
 class _MeasuringExchange(_Exchange):
     """An :class:`_Exchange` that also measures body sizes and the time to first byte,
-    for when one of those histograms is on."""
+    for when one of those histograms is on.
 
-    __slots__ = ()
+    The request size is what the client declared in ``Content-Length``, whether the app
+    reads the body or not; only a request without one (a chunked body) is measured by
+    counting the body bytes the app receives.
+    """
+
+    __slots__ = ("count_request",)
+
+    def __init__(
+        self,
+        middleware: MetricsMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: str,
+        start: float,
+        in_flight: bool,
+    ) -> None:
+        super().__init__(middleware, scope, receive, send, method, start, in_flight)
+        declared = _declared_size(scope) if middleware.recorder.wants_request_size else None
+        #: Whether the request size is counted from the body messages (no declared size).
+        self.count_request = declared is None
+        if declared is not None:
+            self.request_size = declared
 
     async def receive(self) -> Message:
         message = await self._receive()
         kind = message["type"]
         if kind == "http.request":
             body = message.get("body")
-            if body:
+            if body and self.count_request:
                 # A body without a length is the server's to reject, not ours.
                 try:  # noqa: SIM105 (per body message: suppress() costs more)
                     self.request_size += len(body)

@@ -30,6 +30,28 @@ from .settings import Settings
 from .store import RequestStore
 
 
+def declared_body_size(value: object) -> int | None:
+    """The request body size a ``Content-Length`` value declares (``str`` in WSGI and
+    Django, ``bytes`` in ASGI), or ``None`` when it is absent, empty or not a non-negative
+    whole number.
+
+    A declared size is what ``request_size`` records, whether or not the app reads the
+    body; only without one do the adapters count the bytes the app receives.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
+        return None
+    value = value.strip(" \t")
+    # isascii() first: str.isdigit() also accepts other scripts' digits ("\u0663").
+    if not value.isascii() or not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:  # beyond int()'s digit limit: no real body is that large
+        return None
+
+
 class Recorder:
     """The store, its registration and the label policy for one middleware instance.
 
