@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "example_apps" / "django_app"))
@@ -20,11 +21,13 @@ import django
 
 django.setup()
 
+from asgi_metrics.exposition.collector import iter_registered  # noqa: E402
 from asgiref.sync import iscoroutinefunction  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
-from django.test import AsyncClient, Client, override_settings  # noqa: E402
-from prometheus_client import CollectorRegistry  # noqa: E402
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: E402
 
 from tests.wsgi_support import Samples, exceptions, in_flight, parse, requests  # noqa: E402
 from wsgi_metrics import ConfigurationError  # noqa: E402
@@ -158,6 +161,27 @@ def test_one_store_per_process_across_handlers() -> None:
     assert requests(scrape(Client())) == {("GET", "/", "200"): 2}
 
 
+def test_changed_settings_on_the_default_registry_replace_the_store() -> None:
+    # recorder() builds a new store when the settings change (override_settings, a second
+    # Django project in one process); with other options than the first it used to raise
+    # "Duplicated timeseries" in the default registry.
+    before = set(iter_registered(REGISTRY))
+    try:
+        with override_settings(HTTP_METRICS={}):
+            assert fetch("/") == 200
+        with override_settings(HTTP_METRICS={"request_size": True, "buckets": [0.5, 5]}):
+            assert fetch("/") == 200
+            assert fetch("/") == 200
+            samples = parse(generate_latest(REGISTRY).decode())
+    finally:
+        for collector in set(iter_registered(REGISTRY)) - before:
+            REGISTRY.unregister(collector)
+    labels = frozenset({"method": "GET", "route": "/", "status": "200"}.items())
+    assert requests(samples) == {("GET", "/", "200"): 2}
+    assert samples[("http_request_size_bytes_count", labels)] == 2
+    assert samples[("http_request_duration_seconds_bucket", labels | {("le", "5.0")})] == 2
+
+
 def test_bad_settings_raise_naming_the_setting() -> None:
     with (
         override_settings(HTTP_METRICS={"buckets": "fast"}),
@@ -217,3 +241,101 @@ def test_async_client_counts_like_the_sync_one() -> None:
     }
     assert exceptions(samples) == {("GET", "/api/boom/", "RuntimeError"): 1}
     assert in_flight(samples) == 0
+
+
+# request_size: the declared Content-Length, else what Django gave the app -----------------
+
+BODY = b"ab\ncd\nefg"  # 9 bytes, three lines
+BODY_VIEWS = ["body", "body-twice", "stream", "lines"]
+
+
+def body_settings() -> Any:
+    return override_settings(
+        HTTP_METRICS={"registry": CollectorRegistry(), "request_size": True},
+        ROOT_URLCONF="tests.django_body_urls",
+    )
+
+
+def request_size(samples: Samples, route: str) -> tuple[float, float]:
+    labels = frozenset({"method": "POST", "route": route, "status": "200"}.items())
+    return (samples.get(("http_request_size_bytes_sum", labels), 0.0),
+            samples.get(("http_request_size_bytes_count", labels), 0.0))
+
+
+def test_request_size_is_the_declared_length_even_when_the_view_never_reads() -> None:
+    with body_settings():
+        client = Client()
+        for view in ["ignore", *BODY_VIEWS]:
+            response = client.post(f"/{view}", BODY, content_type="application/octet-stream")
+            assert response.status_code == 200
+        form = client.post("/form", "a=1&b=22", content_type="application/x-www-form-urlencoded")
+        assert form.content == b"a=1,b=22"
+        samples = scrape(client)
+    for route in ["/ignore", "/body", "/stream", "/lines"]:
+        assert request_size(samples, route) == (9, 1), route
+    assert request_size(samples, "/form") == (8, 1)
+
+
+def test_request_size_of_a_chunked_body_under_asgi_is_what_the_view_read() -> None:
+    # Django's ASGI handler reads the whole body before the middleware chain; without a
+    # Content-Length the size is what the view took of it (request.body's length when it
+    # read that, the bytes streamed through request.read()/iteration otherwise), and 0 for
+    # a view that never read it (the middleware does not read it in the view's place).
+    async def chunks() -> Any:
+        for chunk in (b"ab\nc", b"d\nef", b"g"):
+            yield chunk
+
+    async def traffic() -> tuple[list[tuple[int, bytes]], str]:
+        transport = httpx.ASGITransport(app=ASGIHandler())
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            answers = []
+            for view in [*BODY_VIEWS, "ignore"]:
+                response = await http.post(f"/{view}", content=chunks())
+                assert "content-length" not in response.request.headers
+                answers.append((response.status_code, response.content))
+            metrics = (await http.get("/metrics")).text
+        return answers, metrics
+
+    with body_settings():
+        answers, metrics = asyncio.run(traffic())
+    assert answers == [
+        (200, BODY), (200, BODY + BODY), (200, BODY), (200, BODY),
+        (200, b"never read the body"),
+    ]
+    samples = parse(metrics)
+    for route in ["/body", "/body-twice", "/stream", "/lines"]:
+        assert request_size(samples, route) == (9, 1), route
+    assert request_size(samples, "/ignore") == (0, 1)
+
+
+def test_request_size_without_content_length_under_wsgi_is_what_django_gave() -> None:
+    # Django's WSGI request reads at most CONTENT_LENGTH bytes (none without one), so a
+    # chunked body never reaches the view: 0 is what it received.
+    with body_settings():
+        client = Client()
+        for view in ["body", "stream"]:
+            response = client.generic("POST", f"/{view}", BODY, CONTENT_LENGTH="")
+            assert (response.status_code, response.content) == (200, b"")
+        samples = scrape(client)
+    assert request_size(samples, "/body") == (0, 1)
+    assert request_size(samples, "/stream") == (0, 1)
+
+
+def test_body_watchers_only_without_content_length_and_only_while_serving() -> None:
+    during: list[bool] = []
+    requests_seen: list[HttpRequest] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        during.append("read" in vars(request) and "readline" in vars(request))
+        requests_seen.append(request)
+        return HttpResponse(request.body)
+
+    with body_settings():
+        middleware = MetricsMiddleware(view)
+        chunked = RequestFactory().generic("POST", "/body", BODY, CONTENT_LENGTH="")
+        assert middleware(chunked).status_code == 200
+        declared = RequestFactory().post("/body", BODY, content_type="text/plain")
+        assert middleware(declared).content == BODY
+    assert during == [True, False]
+    # Taken off once the request is recorded: the request is as Django made it.
+    assert not any({"read", "readline"} & set(vars(request)) for request in requests_seen)

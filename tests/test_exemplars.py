@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -235,3 +236,46 @@ async def test_span_failures_keep_the_id_and_the_count(
     assert count == 3
     failures = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
     assert len(failures) == 1 and failures[0].startswith(f"HTTP metrics: {broken} failed")
+
+
+async def slow(request: Request) -> Response:
+    await asyncio.sleep(0.02)
+    return PlainTextResponse("slow")
+
+
+@pytest.mark.parametrize("renderer", ["endpoint", "collector"])
+async def test_counter_exemplar_carries_the_increment_buckets_the_duration(
+    renderer: str,
+) -> None:
+    """As prometheus_client's Counter.inc(exemplar=...), client_golang and
+    starlette_exporter do: the counter's exemplar value is the increment (1), the bucket's
+    the observed duration. Both renderers: our endpoint's and the registry collector's."""
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inner = Starlette(routes=[Route("/slow", slow)])
+    inner.add_middleware(MetricsMiddleware, registry=registry)
+    app = OpenTelemetryMiddleware(inner, tracer_provider=provider)
+    assert (await get(app, "/slow")).status_code == 200
+    trace_id = format(server_span(exporter).context.trace_id, "032x")
+    if renderer == "endpoint":
+        text = (await get(app, "/metrics", OPENMETRICS)).text
+    else:
+        text = openmetrics_latest(registry).decode()
+    families = parse(text)
+
+    [total] = [s for s in families["http_requests"].samples
+               if s.name == "http_requests_total" and s.labels["route"] == "/slow"]
+    assert total.value == 1.0
+    assert total.exemplar is not None and total.exemplar.labels["trace_id"] == trace_id
+    assert total.exemplar.value == 1.0
+
+    duration = families["http_request_duration_seconds"].samples
+    [observed] = [s.value for s in duration
+                  if s.name == "http_request_duration_seconds_sum"
+                  and s.labels["route"] == "/slow"]
+    assert observed >= 0.02
+    [bucket] = [s for s in duration if s.exemplar is not None]
+    assert bucket.exemplar.labels["trace_id"] == trace_id
+    assert bucket.exemplar.value == observed  # the one observation: the request's duration

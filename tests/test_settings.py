@@ -248,6 +248,17 @@ def test_bad_const_labels(labels: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "type_name"), [(1, "int"), (None, "NoneType"), (b"eu", "bytes"), (["eu"], "list")]
+)
+def test_const_label_value_not_a_string_says_so(value: Any, type_name: str) -> None:
+    message = error_for(const_labels={"service": "shop", "region": value})
+    assert message.startswith("setting 'const_labels': ")
+    assert "values must be strings" in message
+    assert "'region'" in message and "'service'" not in message
+    assert f"of type {type_name}" in message
+
+
+@pytest.mark.parametrize(
     ("options", "setting"),
     [
         ({"naming": "prometheus"}, "naming"),

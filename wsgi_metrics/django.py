@@ -21,6 +21,7 @@ closes it, so the generator sees it while it is consumed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,10 +32,14 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings as django_settings  # type: ignore[import-untyped]
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
-from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
+from django.http import (  # type: ignore[import-untyped]
+    HttpRequest,
+    HttpResponse,
+    RawPostDataException,
+)
 
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
-from asgi_metrics.core.rules import path_filter
+from asgi_metrics.core.rules import declared_length, path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import CorrelationIds
@@ -102,10 +107,67 @@ def _remember_exception(sender: object, request: HttpRequest | None = None, **ex
 got_request_exception.connect(_remember_exception, dispatch_uid="wsgi_metrics.django")
 
 
+class _BodyReads:
+    """Watches a request's ``read``/``readline`` (which ``body``, ``POST``/``FILES``,
+    iteration and ``readlines`` all go through) for a request without ``Content-Length``.
+
+    Installed as instance attributes on the request, only when ``request_size`` is on and
+    no size is declared; each calls Django's own method and returns its result unchanged.
+    It answers whether the app read the body, without reading it ourselves, and how many
+    bytes a streamed read (``request.read()``, a multipart upload) took.
+    """
+
+    __slots__ = ("count", "read", "readline", "started")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.started = False
+        self.count = 0
+        read, readline = request.read, request.readline
+
+        def counted_read(*args: Any, **kwargs: Any) -> Any:
+            self.started = True
+            data = read(*args, **kwargs)
+            self._add(data)
+            return data
+
+        def counted_readline(*args: Any, **kwargs: Any) -> Any:
+            self.started = True
+            line = readline(*args, **kwargs)
+            self._add(line)
+            return line
+
+        self.read = counted_read
+        self.readline = counted_readline
+        request.read = counted_read
+        request.readline = counted_readline
+
+    def _add(self, data: Any) -> None:
+        with contextlib.suppress(TypeError):
+            self.count += len(data)
+
+    def size(self, request: HttpRequest) -> int:
+        """The bytes the app read, and take the watchers off the request (they keep it
+        alive through a reference cycle otherwise)."""
+        for name in ("read", "readline"):
+            if vars(request).get(name) is getattr(self, name):
+                delattr(request, name)
+        if not self.started:
+            return 0  # never read: request.body would read it now, which is not ours to do
+        try:
+            # Read through request.body: it is cached, and the count could have seen its
+            # bytes twice (request.read() after request.body replays them).
+            return len(request.body)
+        except RawPostDataException:  # read as a stream (request.read(), multipart)
+            return self.count
+        except Exception:  # a body Django refused (too big): what the app got of it
+            return self.count
+
+
 class _Pending:
     """One counted request in progress (what ``_finish`` needs besides the request)."""
 
-    __slots__ = ("in_flight", "method", "scheme", "span_ids", "start")
+    __slots__ = ("body_reads", "in_flight", "method", "request_size", "scheme", "span_ids",
+                 "start")
 
     def __init__(self, method: str, scheme: str, in_flight: bool, start: float) -> None:
         self.method = method
@@ -113,6 +175,9 @@ class _Pending:
         self.in_flight = in_flight
         self.start = start
         self.span_ids: SpanIds | None = None
+        #: The size ``Content-Length`` declared; else the app's reads are watched.
+        self.request_size: int | None = None
+        self.body_reads: _BodyReads | None = None
 
 
 class MetricsMiddleware:
@@ -204,6 +269,13 @@ class MetricsMiddleware:
             pending = _Pending(
                 method, scheme, self.recorder.start(method, scheme), perf_counter()
             )
+            if self.recorder.wants_request_size:
+                pending.request_size = declared_length(request.META.get("CONTENT_LENGTH"))
+                if pending.request_size is None:
+                    try:
+                        pending.body_reads = _BodyReads(request)
+                    except Exception as failure:
+                        self.recorder.failures.report("watching the request body", failure)
         correlation = self._correlation
         if correlation is None:
             return pending, None, None
@@ -300,10 +372,15 @@ class MetricsMiddleware:
             remembered = getattr(request, _EXCEPTION_ATTR, None)
             if isinstance(remembered, BaseException) and status >= 500:
                 exc = remembered
-        try:
-            request_size = max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
-        except ValueError:
+        request_size = pending.request_size
+        if request_size is None and self.recorder.wants_request_size:
             request_size = 0
+            reads = pending.body_reads
+            if reads is not None:
+                try:
+                    request_size = reads.size(request)
+                except Exception as failure:
+                    self.recorder.failures.report("measuring the request body", failure)
         exemplar = pending.span_ids
         # A non-streaming response is handed over whole: its first byte is its last one,
         # as far as the middleware can tell. Streamed bytes are not counted.

@@ -1,9 +1,12 @@
 """The pure WSGI middleware.
 
 It hands the app's status, headers and response iterable to the server unchanged; it only
-looks at them. A request is timed from its arrival to the moment the server calls the
-response iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is
-timed in full. The counting itself is :class:`asgi_metrics.core.recorder.Recorder`'s.
+looks at them. The app gets the server's ``wsgi.input`` too, except with
+``request_size=True`` for a request without ``Content-Length`` (a chunked body): then a
+wrapper counts what the app reads (:class:`_CountingInput`), the one way to know its size.
+A request is timed from its arrival to the moment the server calls the response
+iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is timed in
+full. The counting itself is :class:`asgi_metrics.core.recorder.Recorder`'s.
 
 With ``correlation_id=True`` the one change it makes is adding the correlation header to
 the app's response headers. The ID is set in :func:`~asgi_metrics.get_correlation_id`'s
@@ -40,7 +43,7 @@ from asgi_metrics.core.labels import (
     OTHER_METHOD,
     UNMATCHED_ROUTE,
 )
-from asgi_metrics.core.rules import path_filter
+from asgi_metrics.core.rules import declared_length, path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import (
@@ -150,6 +153,7 @@ class MetricsMiddleware:
         )
         # No OpenTelemetry instruments: a request start goes straight to the store.
         self._store_start = self.recorder.store.start if self.recorder.otel is None else None
+        self._request_size = self.recorder.wants_request_size
 
     def _route(self, environ: Environ) -> str:
         if self._route_resolver is None:
@@ -239,8 +243,9 @@ class _Exchange:
 
     __slots__ = (
         "counted", "done", "environ", "exc", "headers", "id_header", "in_flight",
-        "iterable", "iteration_end", "method", "middleware", "response_size", "route",
-        "scheme", "server_start_response", "span_ids", "start", "status", "token", "ttfb",
+        "iterable", "iteration_end", "method", "middleware", "request_size",
+        "response_size", "route", "scheme", "server_start_response", "span_ids", "start",
+        "status", "token", "ttfb",
     )
 
     def __init__(
@@ -277,6 +282,11 @@ class _Exchange:
                 scheme = raw
             self.in_flight = middleware.recorder.start(method, scheme)
         self.scheme = scheme
+        #: The declared request body size, or, without one, the counting wsgi.input the
+        #: app was given; None when request_size is off.
+        self.request_size: int | _CountingInput | None = (
+            _request_size(environ) if counted and middleware._request_size else None
+        )
         self.status = 0  # 0 until start_response
         self.headers: Sequence[tuple[str, str]] = ()
         self.route: str | None = None
@@ -485,11 +495,13 @@ class _Exchange:
             # OpenTelemetry middleware's span is still current (at close() it may not be).
             self._read_span()
         exemplar = self.span_ids
+        request_size = self.request_size
+        if isinstance(request_size, _CountingInput):
+            request_size = request_size.count  # what the app read of a chunked body
         # Positional: this is per request, and keyword arguments cost more.
         recorder.finish(
             self.method, route, status, duration, self.in_flight, exc, self.ttfb,
-            _request_size(self.environ) if recorder.wants_request_size else None,
-            self.response_size, exemplar, self.scheme,
+            request_size, self.response_size, exemplar, self.scheme,
         )
 
 
@@ -562,13 +574,97 @@ class _ErrorBody:
             self._request.release()
 
 
-def _request_size(environ: Environ) -> int:
-    # The declared body size: counting what the app reads would mean replacing
-    # wsgi.input, which the app must get unchanged.
-    try:
-        return max(int(environ.get("CONTENT_LENGTH") or 0), 0)
-    except ValueError:
+def _request_size(environ: Environ) -> int | _CountingInput:
+    """The request body size ``CONTENT_LENGTH`` declares; without one (a chunked body),
+    a :class:`_CountingInput` installed as ``wsgi.input`` to count what the app reads."""
+    declared = declared_length(environ.get("CONTENT_LENGTH"))
+    if declared is not None:
+        return declared
+    stream = environ.get("wsgi.input")
+    if stream is None:
         return 0
+    counting = _CountingInput(stream)
+    environ["wsgi.input"] = counting
+    return counting
+
+
+class _CountingInput:
+    """``wsgi.input`` as the app gets it when ``request_size`` is on and the request
+    declares no ``Content-Length`` (a chunked body, which gunicorn and Werkzeug's server
+    decode for the app): the server's stream, with the bytes every read returns counted.
+
+    The app gets the server's own stream in every other case: the house rule is that the
+    app gets what the server gave, and without a declared size there is no other way to
+    know the body's size. ``read``, ``readline``, ``readlines``, iteration and ``next()``
+    are counted, and so are ``readinto``, ``readinto1`` and ``read1`` when the server's
+    stream has them (Werkzeug's ``LimitedStream`` reads through ``readinto``); every other
+    attribute (``close``, ``fileno``, ...) is the server stream's own. What the app never
+    reads is not counted: the server has not received it either.
+    """
+
+    __slots__ = ("_stream", "count")
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        #: Bytes the app has read so far.
+        self.count = 0
+
+    def _add(self, data: Any) -> None:
+        try:  # noqa: SIM105 (per read: suppress() costs more)
+            self.count += len(data)
+        except TypeError:  # not bytes: the server's stream is broken, not ours to judge
+            pass
+
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        data = self._stream.read(*args, **kwargs)
+        self._add(data)
+        return data
+
+    def readline(self, *args: Any, **kwargs: Any) -> Any:
+        line = self._stream.readline(*args, **kwargs)
+        self._add(line)
+        return line
+
+    def readlines(self, *args: Any, **kwargs: Any) -> Any:
+        lines = self._stream.readlines(*args, **kwargs)
+        for line in lines:
+            self._add(line)
+        return lines
+
+    def __iter__(self) -> Iterator[Any]:
+        for line in self._stream:
+            self._add(line)
+            yield line
+
+    def __next__(self) -> Any:
+        line = next(self._stream)
+        self._add(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what the class does not define: the server stream's own attribute, so
+        # hasattr() answers as it would for the server's stream.
+        if name == "_stream":  # not set yet (a copy being built): no recursion
+            raise AttributeError(name)
+        attribute = getattr(self._stream, name)
+        if name in ("readinto", "readinto1"):
+
+            def readinto(buffer: Any, *args: Any) -> Any:
+                size = attribute(buffer, *args)
+                if type(size) is int and size > 0:
+                    self.count += size
+                return size
+
+            return readinto
+        if name == "read1":
+
+            def read1(*args: Any) -> Any:
+                data = attribute(*args)
+                self._add(data)
+                return data
+
+            return read1
+        return attribute
 
 
 def _content_length(headers: Iterable[tuple[str, str]]) -> int | None:

@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 from time import perf_counter
 
-from asgi_metrics.asgi.headers import Header, request_header, with_header
+from asgi_metrics.asgi.headers import Header, declared_size, with_header
 from asgi_metrics.asgi.types import Message, Receive, Scope, Send
 from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
-from asgi_metrics.core.rules import declared_length, route_or_unmatched
+from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import read_span
 
@@ -183,10 +183,7 @@ class MeasuringExchange(Exchange):
         token: Token[str | None] | None,
     ) -> None:
         super().__init__(plan, scope, receive, send, method, cid, token)
-        declared = (
-            declared_length(request_header(scope, b"content-length"))
-            if plan.request_size else None
-        )
+        declared = declared_size(scope) if plan.request_size else None
         self.count_body = declared is None
         self.request_size = declared or 0
 

@@ -7,7 +7,7 @@ plain comparison of bytes.
 from __future__ import annotations
 
 from asgi_metrics.asgi.types import Message, Scope
-from asgi_metrics.core.rules import has_header
+from asgi_metrics.core.rules import declared_length, has_header
 
 Header = tuple[bytes, bytes]
 
@@ -18,6 +18,22 @@ def request_header(scope: Scope, name: bytes) -> bytes | None:
         if key == name:
             return value  # type: ignore[no-any-return]
     return None
+
+
+def declared_size(scope: Scope) -> int | None:
+    """The body size the request's ``Content-Length`` declares; ``None`` without one, or
+    when repeated headers disagree or one is not a valid size."""
+    size = None
+    try:
+        for key, value in scope.get("headers") or ():
+            if key == b"content-length":
+                declared = declared_length(value)
+                if declared is None or (size is not None and declared != size):
+                    return None
+                size = declared
+    except (TypeError, ValueError):  # malformed headers: count the body instead
+        return None
+    return size
 
 
 def with_header(message: Message, header: Header) -> Message:

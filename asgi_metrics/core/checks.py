@@ -125,7 +125,12 @@ def const_labels(value: Any) -> dict[str, str]:
         if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
             raise ConfigurationError(f"{key!r} is not a valid label name")
         if not isinstance(label_value, str):
-            raise ConfigurationError(f"the value of {key!r} must be a string")
+            # Label values are text in the exposition: converting 1 to "1" silently would
+            # hide a mistake such as a dict of the wrong settings.
+            raise ConfigurationError(
+                f"label values must be strings: label {key!r} got a value of type"
+                f" {type(label_value).__name__} ({label_value!r})"
+            )
         labels[key] = label_value
     return labels
 

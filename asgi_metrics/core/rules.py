@@ -53,11 +53,25 @@ def route_or_unmatched(
 
 
 def declared_length(value: object) -> int | None:
-    """A ``Content-Length`` header value as a size, or ``None`` when it is missing or not
-    a valid non-negative whole number (then the body has no declared size)."""
-    if not isinstance(value, (str, bytes)) or not (value.isascii() and value.isdigit()):
+    """The request body size a ``Content-Length`` value declares (``str`` in WSGI and
+    Django, ``bytes`` in ASGI), or ``None`` when it is absent, empty or not a non-negative
+    whole number.
+
+    A declared size is what ``request_size`` records, whether or not the app reads the
+    body; only without one do the adapters count the bytes the app receives.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str):
         return None
-    return int(value)
+    value = value.strip(" \t")
+    # isascii() first: str.isdigit() also accepts other scripts' digits ("\u0663").
+    if not value.isascii() or not value.isdigit():
+        return None
+    try:
+        return int(value)
+    except ValueError:  # beyond int()'s digit limit: no real body is that large
+        return None
 
 
 def has_header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> bool:

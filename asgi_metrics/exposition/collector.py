@@ -6,9 +6,11 @@ Registering the store lets anything that reads the registry (``generate_latest``
 :mod:`asgi_metrics.exposition` and asks the registry only for the *other* collectors.
 
 Two middleware instances in one process (a test suite building app after app) each keep
-their own store. In a registry, the most recently built instance is the one registered:
-building another one with the same metric names replaces it instead of raising
-"Duplicated timeseries".
+their own store. In a registry, the most recently built instance wins: it replaces every
+earlier store of ours whose metric names overlap its own, whatever other options differ
+(size histograms, buckets, naming preset, const_labels), instead of raising "Duplicated
+timeseries". Stores of ours with disjoint names (another ``namespace``) stay side by side;
+a collector that is not ours and uses one of the names still makes registration fail.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from asgi_metrics.core.store import (
     cumulative,
     latest_exemplar,
 )
-from asgi_metrics.exposition.render import StoreRenderer, floatToGoString
+from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, StoreRenderer, floatToGoString
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
 
@@ -54,11 +56,19 @@ class Store(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 _rendering_others = threading.local()
-# registry -> {metric names: collector}; weak so a dropped registry takes its entry along.
-_registered: weakref.WeakKeyDictionary[CollectorRegistry, dict[frozenset[str], Collector]] = (
-    weakref.WeakKeyDictionary()
-)
+# registry -> {collector: the names it takes in the registry}, in registration order; weak
+# so a dropped registry takes its entry along.
+_registered: weakref.WeakKeyDictionary[
+    CollectorRegistry, dict[StoreCollector, frozenset[str]]
+] = weakref.WeakKeyDictionary()
 _registered_lock = threading.Lock()
+
+# The sample names prometheus_client's registry reserves for a family of each type, beside
+# the family's own name: two collectors clash when these sets meet.
+_TYPE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+}
 
 
 class StoreCollector(Collector):
@@ -97,7 +107,10 @@ class StoreCollector(Collector):
                 latest = latest_exemplar(slots) if slots is not None else None
                 counter.add_metric(
                     self._values(key), sum(series[1:]),
-                    exemplar=None if latest is None else _client_exemplar(latest),
+                    exemplar=(
+                        None if latest is None
+                        else _client_exemplar(latest, COUNTER_EXEMPLAR_VALUE)
+                    ),
                 )
             metrics.append(counter)
         metrics.append(
@@ -151,8 +164,11 @@ class StoreCollector(Collector):
         return metric
 
 
-def _client_exemplar(exemplar: Exemplar) -> ClientExemplar:
-    trace_id, span_id, value, timestamp = exemplar
+def _client_exemplar(exemplar: Exemplar, value: float | None = None) -> ClientExemplar:
+    # ``value`` replaces the observed one: a counter's exemplar carries its increment.
+    trace_id, span_id, observed, timestamp = exemplar
+    if value is None:
+        value = observed
     return ClientExemplar(
         {"trace_id": format_trace_id(trace_id), "span_id": format_span_id(span_id)},
         value,
@@ -160,23 +176,42 @@ def _client_exemplar(exemplar: Exemplar) -> ClientExemplar:
     )
 
 
+def _reserved_names(names: MetricNames) -> frozenset[str]:
+    """Every name ``names`` takes in a registry, suffixed sample names included."""
+    reserved: set[str] = set()
+    for family in names.all():
+        reserved.add(family.name)
+        reserved.update(family.name + suffix for suffix in _TYPE_SUFFIXES.get(family.type, ()))
+    return frozenset(reserved)
+
+
 def register(registry: CollectorRegistry, collector: StoreCollector) -> None:
-    """Register ``collector``, replacing an earlier store with the same metric names."""
-    names = frozenset(family.name for family in collector.names.all())
+    """Register ``collector``, replacing every earlier store of ours in ``registry`` whose
+    metric names overlap its own (whatever their other options); stores of ours with
+    disjoint names stay. A clash with a collector that is not ours raises
+    :class:`ConfigurationError`, and the stores it would have replaced stay registered."""
+    names = _reserved_names(collector.names)
     with _registered_lock:
         ours = _registered.setdefault(registry, {})
-        previous = ours.pop(names, None)
-        if previous is not None:
+        replaced = [previous for previous, taken in ours.items() if taken & names]
+        for previous in replaced:
+            del ours[previous]
             with contextlib.suppress(KeyError):  # the user unregistered it already
                 registry.unregister(previous)
         try:
             registry.register(collector)
         except ValueError as exc:
+            # Not ours: prometheus_client's refusal stands. A failed build must not take
+            # the working app's metrics away, so what was replaced goes back.
+            for previous in replaced:
+                with contextlib.suppress(ValueError):
+                    registry.register(previous)
+                    ours[previous] = _reserved_names(previous.names)
             raise ConfigurationError(
                 f"{exc}. Another collector in this registry already uses these metric names:"
                 " set 'namespace' or pass a separate 'registry'."
             ) from None
-        ours[names] = collector
+        ours[collector] = names
 
 
 class others_only:
@@ -192,7 +227,5 @@ class others_only:
 def iter_registered(registry: CollectorRegistry) -> Iterator[StoreCollector]:
     """The stores currently registered in ``registry`` by this library."""
     with _registered_lock:
-        collectors = list(_registered.get(registry, {}).values())
-    for collector in collectors:
-        if isinstance(collector, StoreCollector):
-            yield collector
+        collectors = list(_registered.get(registry, {}))
+    yield from collectors

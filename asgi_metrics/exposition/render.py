@@ -21,6 +21,9 @@ from asgi_metrics.otel.spans import format_span_id, format_trace_id
 #: Go's float formatting, as Prometheus writes ``le`` values (``1.0``, ``2.5``, ``+Inf``).
 floatToGoString = cast(Callable[[float], str], utils.floatToGoString)
 
+#: The value of the exemplar on a request counter: the increment the request made.
+COUNTER_EXEMPLAR_VALUE = 1.0
+
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -42,10 +45,13 @@ def _number(value: float) -> str:
     return floatToGoString(value)
 
 
-def exemplar_suffix(exemplar: Exemplar) -> str:
+def exemplar_suffix(exemplar: Exemplar, value: float | None = None) -> str:
     """`` # {trace_id="...",span_id="..."} value timestamp``: an OpenMetrics exemplar (63
-    characters of labels, within the format's 128)."""
-    trace_id, span_id, value, timestamp = exemplar
+    characters of labels, within the format's 128). ``value`` replaces the observed one
+    (a counter's exemplar carries its increment)."""
+    trace_id, span_id, observed, timestamp = exemplar
+    if value is None:
+        value = observed
     return (
         f' # {{trace_id="{format_trace_id(trace_id)}",span_id="{format_span_id(span_id)}"}}'
         f" {floatToGoString(value)} {timestamp:.3f}"
@@ -126,13 +132,15 @@ class _FamilyRenderer:
         table: Mapping[Key, Series],
         exemplars: Mapping[Key, ExemplarSlots] | None = None,
     ) -> None:
-        """``exemplars`` (OpenMetrics only): each series shows its latest one."""
+        """``exemplars`` (OpenMetrics only): each series shows its latest one, with the
+        counter's increment, 1, as its value (as prometheus_client, client_golang and
+        starlette_exporter do); the observed duration stays on the histogram buckets."""
         for key, series in table.items():
             line = f"{self._sample_prefix(key, '_total')}{_number(sum(series[1:]))}"
             slots = exemplars.get(key) if exemplars else None
             exemplar = latest_exemplar(slots) if slots is not None else None
             if exemplar is not None:
-                line += exemplar_suffix(exemplar)
+                line += exemplar_suffix(exemplar, COUNTER_EXEMPLAR_VALUE)
             out.append(line + "\n")
 
     def counter(self, out: list[str], table: Mapping[Key, int]) -> None:
