@@ -21,7 +21,6 @@ import django
 
 django.setup()
 
-from asgi_metrics.exposition.collector import iter_registered  # noqa: E402
 from asgiref.sync import iscoroutinefunction  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
@@ -29,6 +28,7 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.test import AsyncClient, Client, RequestFactory, override_settings  # noqa: E402
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: E402
 
+from asgi_metrics.exposition.collector import iter_registered  # noqa: E402
 from tests.wsgi_support import Samples, exceptions, in_flight, parse, requests  # noqa: E402
 from wsgi_metrics import ConfigurationError  # noqa: E402
 from wsgi_metrics.django import MetricsMiddleware  # noqa: E402

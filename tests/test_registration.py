@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from asgi_metrics.exposition.collector import iter_registered
 from flask import Flask
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
@@ -22,6 +21,7 @@ from starlette.routing import Route
 
 import wsgi_metrics
 from asgi_metrics import ConfigurationError, MetricsMiddleware
+from asgi_metrics.exposition.collector import iter_registered
 from tests.helpers import get_all, parse, sample
 from wsgi_metrics.flask import Metrics
 

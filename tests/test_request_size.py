@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asgi_metrics.core.rules import declared_length as declared_body_size
 from fastapi import FastAPI
 from flask import Flask
 from flask import request as flask_request
@@ -27,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from werkzeug.serving import make_server
 
+from asgi_metrics.core.rules import declared_length as declared_body_size
 from tests.apps.body_app import WAYS, create_app
 from tests.helpers import client, sample, scrape, wrap
 from tests.support.servers import Server, gunicorn
