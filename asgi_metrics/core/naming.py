@@ -5,9 +5,22 @@ The names are public API: dashboards and alerts are built on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
+
+from prometheus_client import utils
 
 from asgi_metrics.core.settings import ConfigurationError, Settings
+
+#: Go's float formatting, as Prometheus writes ``le`` values (``1.0``, ``2.5``, ``+Inf``).
+floatToGoString = cast(Callable[[float], str], utils.floatToGoString)
+
+
+def bucket_labels(bounds: tuple[float, ...]) -> list[str]:
+    """The ``le`` label values of a histogram with these finite bounds, ``+Inf`` last:
+    the same strings in every exposition and in the multiprocess files."""
+    return [floatToGoString(bound) for bound in bounds] + ["+Inf"]
 
 
 @dataclass(frozen=True)

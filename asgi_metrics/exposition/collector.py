@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Exemplar as ClientExemplar
 
 from asgi_metrics.core.labels import Key
-from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.naming import Family, MetricNames, bucket_labels
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.core.store import (
     Exemplar,
@@ -42,7 +42,7 @@ from asgi_metrics.core.store import (
     cumulative,
     latest_exemplar,
 )
-from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, StoreRenderer, floatToGoString
+from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, StoreRenderer
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
 
@@ -151,7 +151,7 @@ class StoreCollector(Collector):
         exemplars: Mapping[Key, ExemplarSlots] | None = None,
     ) -> Metric:
         metric: Metric = self._empty(family)
-        les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
+        les = bucket_labels(bounds)
         for key, series in table.items():
             buckets: list[Any] = list(zip(les, cumulative(series), strict=True))
             slots = exemplars.get(key) if exemplars else None

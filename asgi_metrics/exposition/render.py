@@ -8,18 +8,12 @@ faster than ``prometheus_client.generate_latest`` on the same data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import cast
-
-from prometheus_client import utils
+from collections.abc import Mapping
 
 from asgi_metrics.core.labels import Key
-from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.naming import Family, MetricNames, bucket_labels, floatToGoString
 from asgi_metrics.core.store import Exemplar, ExemplarSlots, Series, Snapshot, latest_exemplar
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
-
-#: Go's float formatting, as Prometheus writes ``le`` values (``1.0``, ``2.5``, ``+Inf``).
-floatToGoString = cast(Callable[[float], str], utils.floatToGoString)
 
 #: The value of the exemplar on a request counter: the increment the request made.
 COUNTER_EXEMPLAR_VALUE = 1.0
@@ -64,7 +58,7 @@ class _FamilyRenderer:
     def __init__(self, family: Family, const_labels: str, bounds: tuple[float, ...]) -> None:
         self.family = family
         self.const_labels = const_labels
-        self.les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
+        self.les = bucket_labels(bounds)
         self._prefixes: dict[object, list[str]] = {}
         name = family.name
         text_name = f"{name}_total" if family.type == "counter" else name

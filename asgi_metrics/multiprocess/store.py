@@ -31,10 +31,9 @@ from prometheus_client import values
 from asgi_metrics.compat import value_class_is_multiprocess
 from asgi_metrics.core.label_cap import LabelSetCap
 from asgi_metrics.core.labels import Key
-from asgi_metrics.core.naming import Family, MetricNames
+from asgi_metrics.core.naming import Family, MetricNames, bucket_labels
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.core.store import Snapshot
-from asgi_metrics.exposition.render import floatToGoString
 from asgi_metrics.multiprocess.directory import announce_derived_counter, multiproc_dir
 
 #: Set by the start-up check when prometheus_client's value class is not multiprocess.
@@ -63,7 +62,7 @@ class _Histogram:
         self.table = table  # its name for the label-set cap
         self.family = family
         self.bounds = bounds
-        self.les = [floatToGoString(bound) for bound in bounds] + ["+Inf"]
+        self.les = bucket_labels(bounds)
         self.series: dict[Key, list[Any]] = {}
 
 

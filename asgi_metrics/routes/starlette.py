@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
-from asgi_metrics.asgi.types import Scope
 from asgi_metrics.compat import effective_route
 from asgi_metrics.core.labels import UNMATCHED_ROUTE
 
 _MAX_DEPTH = 32
+
+Scope = MutableMapping[str, Any]
 
 
 class _Entry:
