@@ -22,9 +22,9 @@ from asgi_metrics.multiprocess.directory import (
     check_directory,
     multiproc_dir,
     note_exemplars_off,
-    warn_if_several_workers,
 )
 from asgi_metrics.multiprocess.store import MultiprocessStore
+from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
 

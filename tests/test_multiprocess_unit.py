@@ -26,8 +26,8 @@ from asgi_metrics.multiprocess.directory import (
     clean_multiproc_dir,
     collect_directory,
     derived_counters,
-    detect_workers,
 )
+from asgi_metrics.multiprocess.workers import detect_workers, workers_flag
 from tests.support.servers import ROOT, Server, granian, gunicorn, hypercorn, uvicorn
 
 LES = ["0.1", "1.0", "+Inf"]
@@ -347,9 +347,9 @@ def test_detect_workers_heuristics() -> None:
     assert detect_workers({"GUNICORN_CMD_ARGS": "--workers 4 --bind :80"}) == (
         4, "GUNICORN_CMD_ARGS='--workers 4 --bind :80'")
     assert detect_workers({"GUNICORN_CMD_ARGS": "-w 1"}) is None
-    assert multiprocess._workers_flag(["uvicorn", "app:app", "--workers=3"]) == 3
-    assert multiprocess._workers_flag(["gunicorn", "-w4", "app:app"]) == 4
-    assert multiprocess._workers_flag(["gunicorn", "app:app"]) is None
+    assert workers_flag(["uvicorn", "app:app", "--workers=3"]) == 3
+    assert workers_flag(["gunicorn", "-w4", "app:app"]) == 4
+    assert workers_flag(["gunicorn", "app:app"]) is None
 
 
 GRANIAN = "/venv/bin/granian"

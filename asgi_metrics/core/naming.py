@@ -64,73 +64,81 @@ class MetricNames:
         ]
 
 
+# name (after the namespace prefix), type, help, labels; per preset and family. ``None``:
+# the preset has no such family.
+_Spec = tuple[str, str, str, tuple[str, ...]]
+_DEFAULT_REQUEST = ("method", "route", "status")
+_OTEL_REQUEST = ("http_request_method", "http_route", "http_response_status_code")
+_PRESETS: dict[str, dict[str, _Spec | None]] = {
+    "default": {
+        "requests": ("http_requests", "counter", "Total HTTP requests served.",
+                     _DEFAULT_REQUEST),
+        "duration": ("http_request_duration_seconds", "histogram",
+                     "HTTP request duration, from arrival to the last byte of the response.",
+                     _DEFAULT_REQUEST),
+        "in_flight": ("http_requests_in_flight", "gauge",
+                      "HTTP requests currently being served.", ("method",)),
+        "exceptions": ("http_request_exceptions", "counter",
+                       "Exceptions raised by the application while serving HTTP requests.",
+                       ("method", "route", "exception_type")),
+        "request_size": ("http_request_size_bytes", "histogram", "HTTP request body size.",
+                         _DEFAULT_REQUEST),
+        "response_size": ("http_response_size_bytes", "histogram",
+                          "HTTP response body size.", _DEFAULT_REQUEST),
+        "time_to_first_byte": (
+            "http_request_time_to_first_byte_seconds", "histogram",
+            "Time from the request's arrival to the start of the response.",
+            _DEFAULT_REQUEST),
+    },
+    "otel": {
+        # OpenTelemetry counts requests with the duration histogram's _count.
+        "requests": None,
+        "duration": ("http_server_request_duration_seconds", "histogram",
+                     "Duration of HTTP server requests.", _OTEL_REQUEST),
+        "in_flight": ("http_server_active_requests", "gauge",
+                      "Number of active HTTP server requests.", ("http_request_method",)),
+        "exceptions": ("http_server_request_exceptions", "counter",
+                       "Exceptions raised by the application while serving HTTP requests.",
+                       ("http_request_method", "http_route", "error_type")),
+        "request_size": ("http_server_request_body_size_bytes", "histogram",
+                         "Size of HTTP server request bodies.", _OTEL_REQUEST),
+        "response_size": ("http_server_response_body_size_bytes", "histogram",
+                          "Size of HTTP server response bodies.", _OTEL_REQUEST),
+        "time_to_first_byte": (
+            "http_server_time_to_first_byte_seconds", "histogram",
+            "Time from the request's arrival to the start of the response.", _OTEL_REQUEST),
+    },
+}
+#: The families that exist only when their setting turns them on.
+_OPTIONAL = ("request_size", "response_size", "time_to_first_byte")
+
+
 def metric_names(settings: Settings) -> MetricNames:
     """Build the families for ``settings`` (preset, namespace, optional histograms)."""
     prefix = f"{settings.namespace}_" if settings.namespace else ""
-    if settings.naming == "otel":
-        request = ("http_request_method", "http_route", "http_response_status_code")
-        names = MetricNames(
-            requests=None,
-            duration=Family(
-                f"{prefix}http_server_request_duration_seconds", "histogram",
-                "Duration of HTTP server requests.", request,
-            ),
-            in_flight=Family(
-                f"{prefix}http_server_active_requests", "gauge",
-                "Number of active HTTP server requests.", ("http_request_method",),
-            ),
-            exceptions=Family(
-                f"{prefix}http_server_request_exceptions", "counter",
-                "Exceptions raised by the application while serving HTTP requests.",
-                ("http_request_method", "http_route", "error_type"),
-            ),
-            request_size=Family(
-                f"{prefix}http_server_request_body_size_bytes", "histogram",
-                "Size of HTTP server request bodies.", request,
-            ) if settings.request_size else None,
-            response_size=Family(
-                f"{prefix}http_server_response_body_size_bytes", "histogram",
-                "Size of HTTP server response bodies.", request,
-            ) if settings.response_size else None,
-            time_to_first_byte=Family(
-                f"{prefix}http_server_time_to_first_byte_seconds", "histogram",
-                "Time from the request's arrival to the start of the response.", request,
-            ) if settings.time_to_first_byte else None,
-        )
-    else:
-        request = ("method", "route", "status")
-        names = MetricNames(
-            requests=Family(
-                f"{prefix}http_requests", "counter", "Total HTTP requests served.", request
-            ),
-            duration=Family(
-                f"{prefix}http_request_duration_seconds", "histogram",
-                "HTTP request duration, from arrival to the last byte of the response.",
-                request,
-            ),
-            in_flight=Family(
-                f"{prefix}http_requests_in_flight", "gauge",
-                "HTTP requests currently being served.", ("method",),
-            ),
-            exceptions=Family(
-                f"{prefix}http_request_exceptions", "counter",
-                "Exceptions raised by the application while serving HTTP requests.",
-                ("method", "route", "exception_type"),
-            ),
-            request_size=Family(
-                f"{prefix}http_request_size_bytes", "histogram",
-                "HTTP request body size.", request,
-            ) if settings.request_size else None,
-            response_size=Family(
-                f"{prefix}http_response_size_bytes", "histogram",
-                "HTTP response body size.", request,
-            ) if settings.response_size else None,
-            time_to_first_byte=Family(
-                f"{prefix}http_request_time_to_first_byte_seconds", "histogram",
-                "Time from the request's arrival to the start of the response.", request,
-            ) if settings.time_to_first_byte else None,
-        )
-    used = {label for family in names.all() for label in family.labels} | {"le"}
+
+    def family(key: str) -> Family | None:
+        spec = _PRESETS[settings.naming][key]
+        if spec is None or (key in _OPTIONAL and not getattr(settings, key)):
+            return None
+        name, kind, help_text, labels = spec
+        return Family(f"{prefix}{name}", kind, help_text, labels)
+
+    def required(key: str) -> Family:
+        found = family(key)
+        assert found is not None, key  # every preset has these
+        return found
+
+    names = MetricNames(
+        requests=family("requests"),
+        duration=required("duration"),
+        in_flight=required("in_flight"),
+        exceptions=required("exceptions"),
+        request_size=family("request_size"),
+        response_size=family("response_size"),
+        time_to_first_byte=family("time_to_first_byte"),
+    )
+    used = {label for each in names.all() for label in each.labels} | {"le"}
     clash = sorted(used & set(settings.const_labels))
     if clash:
         raise ConfigurationError(
