@@ -19,8 +19,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from asgi_metrics.compat import MultiProcessCollector, registered_collectors
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
-from asgi_metrics.exposition.auth import MetricsAuth
+from asgi_metrics.exposition.auth import Headers, MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
+from asgi_metrics.exposition.negotiation import accepts_gzip, wants_openmetrics
 from asgi_metrics.exposition.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
@@ -29,54 +30,11 @@ from asgi_metrics.multiprocess.directory import (
     multiproc_dir,
 )
 
-Headers = list[tuple[str, str]]
 #: (status, headers, body) of an answer to a scrape.
 Answer = tuple[int, Headers, bytes]
 #: gzip level for scrapes: level 1 is several times faster than 9 and the output is
 #: still about 10x smaller than plain text.
 GZIP_LEVEL = 1
-
-
-def _media_ranges(header: str) -> list[tuple[str, dict[str, str]]]:
-    ranges = []
-    for part in header.split(","):
-        media, *params = part.split(";")
-        values: dict[str, str] = {}
-        for param in params:
-            key, _, value = param.partition("=")
-            values[key.strip().lower()] = value.strip().strip('"')
-        ranges.append((media.strip().lower(), values))
-    return ranges
-
-
-def _q(params: dict[str, str]) -> float:
-    try:
-        return float(params.get("q", "1"))
-    except ValueError:
-        return 0.0
-
-
-def wants_openmetrics(accept: str | None) -> bool:
-    """True when the ``Accept`` header asks for OpenMetrics (1.0.0 or unversioned)."""
-    if not accept or "openmetrics" not in accept:
-        return False
-    for media, params in _media_ranges(accept):
-        if (
-            media == "application/openmetrics-text"
-            and _q(params) > 0
-            and params.get("version", "1.0.0") in ("1.0.0", "0.0.1")
-        ):
-            return True
-    return False
-
-
-def accepts_gzip(accept_encoding: str | None) -> bool:
-    """True when the ``Accept-Encoding`` header allows gzip."""
-    if not accept_encoding or "gzip" not in accept_encoding:
-        return False
-    return any(
-        media == "gzip" and _q(params) > 0 for media, params in _media_ranges(accept_encoding)
-    )
 
 
 @dataclass(frozen=True)
