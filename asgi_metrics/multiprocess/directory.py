@@ -393,7 +393,7 @@ class DirectoryCollector(Collector):
 
 def add_request_counters(metrics: list[Metric], pairs: Iterable[tuple[str, str, str]]) -> None:
     """Derive each request counter from its duration histogram's ``_count`` samples (the
-    multiprocess store does not write it; see :mod:`asgi_metrics.multiprocess_store`).
+    multiprocess store does not write it; see :mod:`asgi_metrics.multiprocess.store`).
 
     ``pairs`` are (counter name, counter help, histogram name). A counter already in
     ``metrics`` (derived before, e.g. by :func:`collect_directory`) is left as it is, so a
