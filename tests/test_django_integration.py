@@ -4,9 +4,11 @@ with the example project's settings and URLs."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +124,65 @@ def test_streaming_response_recorded_when_closed() -> None:
     assert b"".join(response.streaming_content) == b"chunk 0\nchunk 1\nchunk 2\n"
     samples = scrape()
     assert requests(samples) == {("GET", "/api/stream/", "200"): 1}
+    assert in_flight(samples) == 0
+
+
+STREAMS = pytest.mark.parametrize("path", ["/stream/", "/file/"])
+
+
+@pytest.fixture
+def stream_urls() -> Iterator[None]:
+    with override_settings(ROOT_URLCONF="tests.django_stream_urls"):
+        yield
+
+
+@STREAMS
+@pytest.mark.usefixtures("stream_urls")
+def test_streaming_response_never_read_is_recorded_when_collected(path: str) -> None:
+    response = Client().get(path)
+    assert response.streaming
+    assert in_flight(scrape()) == 1  # not read: still being served
+    del response  # dropped unread: nothing calls close()
+    gc.collect()
+    samples = scrape()
+    assert requests(samples) == {("GET", path, "200"): 1}
+    assert in_flight(samples) == 0
+
+
+@STREAMS
+@pytest.mark.usefixtures("stream_urls")
+def test_streaming_response_never_read_is_recorded_when_collected_async(path: str) -> None:
+    async def get() -> Any:
+        return await AsyncClient().get(path)
+
+    response = asyncio.run(get())
+    assert response.streaming
+    del response
+    # asgiref's worker thread may still hold the view's result (the response) for a
+    # moment after handing it over: collect until it lets go (bounded).
+    deadline = time.monotonic() + 5
+    for _ in range(500):
+        gc.collect()
+        samples = scrape()
+        if in_flight(samples) == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert requests(samples) == {("GET", path, "200"): 1}
+    assert in_flight(samples) == 0
+
+
+@STREAMS
+@pytest.mark.usefixtures("stream_urls")
+def test_consumed_streaming_response_is_recorded_once(path: str) -> None:
+    response = Client().get(path)
+    assert b"".join(response.streaming_content) == b"0123456789"  # the client closes it
+    expected = {("GET", path, "200"): 1}
+    assert requests(scrape()) == expected
+    response.close()  # closed again, then collected: still once
+    del response
+    gc.collect()
+    samples = scrape()
+    assert requests(samples) == expected
     assert in_flight(samples) == 0
 
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import gc
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from wsgiref.util import FileWrapper
 
 import pytest
 from flask import Blueprint, Flask, Response, abort, send_file
 from prometheus_client import CollectorRegistry
-from werkzeug.test import EnvironBuilder
+from werkzeug.test import Client, EnvironBuilder
 
-from tests.wsgi_support import Server, exceptions, in_flight, parse, requests
-from wsgi_metrics import ConfigurationError, MetricsMiddleware
+from tests.wsgi_support import (
+    Server,
+    duration_sum,
+    exceptions,
+    in_flight,
+    parse,
+    requests,
+)
+from wsgi_metrics import ConfigurationError, MetricsMiddleware, get_correlation_id
 from wsgi_metrics.flask import Metrics
 
 
@@ -149,10 +157,13 @@ def test_exception_with_an_error_handler_counts_by_status(app: Flask) -> None:
     assert exceptions(samples) == {}
 
 
-def test_streaming_response_counted_at_close(app: Flask) -> None:
+def test_streaming_response_read_but_not_closed_counted_by_the_next_scrape_once(
+    app: Flask,
+) -> None:
     response = app.test_client().get("/stream")
     assert response.get_data() == b"ab"
-    assert requests(metrics(app)) == {}  # the test client has not closed it yet
+    # Not closed yet, but the test client has the whole response: the scrape counts it.
+    assert requests(metrics(app)) == {("GET", "/stream", "200"): 1}
     response.close()
     samples = metrics(app)
     assert requests(samples) == {("GET", "/stream", "200"): 1}
@@ -163,6 +174,127 @@ def test_unclosed_test_client_response_counted_when_collected(app: Flask) -> Non
     app.test_client().get("/api/users/5").get_data()
     gc.collect()
     assert requests(metrics(app)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off: what the test client leaves behind is checked
+    before any collection (a 404's traceback holds its response in a reference cycle, so
+    only a collection would free it)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def with_extension() -> Flask:
+    app = make_app()
+    Metrics(app, registry=CollectorRegistry())
+    return app
+
+
+def with_middleware() -> Flask:
+    app = make_app()
+    app.wsgi_app = MetricsMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, registry=CollectorRegistry()
+    )
+    return app
+
+
+WRAPPINGS = pytest.mark.parametrize(
+    "build", [with_extension, with_middleware], ids=["Metrics(app)", "MetricsMiddleware"]
+)
+
+
+def scrape_with(client: Any) -> dict[Any, float]:
+    return parse(client.get("/metrics").get_data(as_text=True))
+
+
+@WRAPPINGS
+@pytest.mark.usefixtures("no_gc")
+def test_test_client_responses_are_counted_by_the_next_scrape(
+    build: Callable[[], Flask],
+) -> None:
+    # How tests are written: no ``with``, no close(), the responses dropped at once.
+    client = build().test_client()
+    assert client.get("/missing").status_code == 404
+    assert client.get("/api/users/1").status_code == 200
+    samples = scrape_with(client)
+    assert requests(samples) == {
+        ("GET", "__unmatched__", "404"): 1,
+        ("GET", "/api/users/<int:user_id>", "200"): 1,
+    }
+    assert in_flight(samples) == 0
+
+
+@WRAPPINGS
+@pytest.mark.usefixtures("no_gc")
+def test_kept_test_client_responses_counted_once_timed_to_hand_over(
+    build: Callable[[], Flask],
+) -> None:
+    client = build().test_client()
+    missing = client.get("/missing")  # never read: the client took its first chunk only
+    user = client.get("/api/users/1")
+    assert user.get_json() == {"id": 1}  # read to the end, not closed
+    stream = client.get("/stream")  # a generator, never read
+    time.sleep(0.25)
+    samples = scrape_with(client)
+    expected = {
+        ("GET", "__unmatched__", "404"): 1,
+        ("GET", "/api/users/<int:user_id>", "200"): 1,
+        ("GET", "/stream", "200"): 1,
+    }
+    assert requests(samples) == expected
+    assert in_flight(samples) == 0
+    # Timed to the end of the iteration, or to when the app handed the response to the
+    # test client: not to the scrape.
+    for method, route, status in expected:
+        assert duration_sum(samples, method, route, status) < 0.25
+    # Read and closed later: the app's iterables are closed, nothing is counted again.
+    assert stream.get_data() == b"ab"
+    for response in (missing, user, stream):
+        response.close()
+    samples = scrape_with(client)
+    assert requests(samples) == expected
+    assert in_flight(samples) == 0
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_scrape_leaves_the_correlation_id_to_close() -> None:
+    app = make_app()
+    Metrics(app, registry=CollectorRegistry(), correlation_id=True)
+    client = app.test_client()
+    response = client.get("/api/users/1")
+    cid = response.headers["X-Request-ID"]
+    # The test client serves in the test's own context: the ID is set until close().
+    assert get_correlation_id() == cid
+    assert requests(scrape_with(client)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
+    assert get_correlation_id() == cid
+    response.close()
+    assert get_correlation_id() is None
+    assert requests(scrape_with(client)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_plain_werkzeug_client_responses_counted_by_the_next_scrape() -> None:
+    def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello"]
+
+    client = Client(MetricsMiddleware(hello, registry=CollectorRegistry()))
+    kept = client.get("/a")
+    read = client.get("/b")
+    assert read.get_data() == b"hello"
+    samples = parse(client.get("/metrics").get_data(as_text=True))
+    assert requests(samples) == {("GET", "__unmatched__", "200"): 2}
+    assert in_flight(samples) == 0
+    kept.close()
+    read.close()
+    assert requests(parse(client.get("/metrics").get_data(as_text=True))) == {
+        ("GET", "__unmatched__", "200"): 2
+    }
 
 
 def test_send_file_keeps_the_servers_file_wrapper(app: Flask) -> None:

@@ -180,12 +180,79 @@ class _Pending:
         self.body_reads: _BodyReads | None = None
 
 
+class _Stream:
+    """A streaming response not recorded yet: recorded once, when the server (or Django's
+    test client, at the end of the content) closes it, or when it is collected if nothing
+    ever does (a test that drops it unread).
+
+    Its ``close`` replaces the response's, and it holds the response's own: a cycle, but
+    the finalizer is this object's ``__del__``, which the collector runs with the cycle's
+    other objects (a ``weakref.finalize`` holding any of them would never run).
+    """
+
+    __slots__ = (
+        "middleware", "pending", "recorded", "request", "response_close", "status", "token",
+        "ttfb",
+    )
+
+    def __init__(
+        self,
+        middleware: MetricsMiddleware,
+        request: HttpRequest,
+        response_close: Callable[[], None],
+        pending: _Pending | None,
+        status: int,
+        token: Token[str | None] | None,
+        ttfb: float | None,
+    ) -> None:
+        self.middleware = middleware
+        self.request = request
+        self.response_close = response_close
+        self.pending = pending
+        self.status = status
+        self.token = token
+        self.ttfb = ttfb
+        self.recorded = False
+
+    def close(self) -> None:
+        """The response's ``close()``: close it, record the request, reset the ID."""
+        try:
+            self.response_close()
+        finally:
+            # Once each: Django's test clients close a streaming response themselves, and
+            # a server may close it again.
+            self._record()
+            token = self.token
+            if token is not None:
+                self.token = None
+                reset_correlation_id(token)
+
+    def _record(self) -> None:
+        if not self.recorded:
+            self.recorded = True
+            pending = self.pending
+            if pending is not None:
+                self.middleware._finish(self.request, pending, self.status, ttfb=self.ttfb)
+
+    def __del__(self) -> None:
+        # Collected without being closed: the request still has to leave the in-flight
+        # gauge. Timed to now (the middleware does not see the iteration). As in the WSGI
+        # middleware, the correlation ID is not reset here: the collector may run in any
+        # thread, or after this thread's next request set its own ID.
+        if not self.recorded:
+            try:
+                self._record()
+            except Exception as failure:
+                self.middleware.recorder.failures.report("recording a request", failure)
+
+
 class MetricsMiddleware:
     """Counts and times every request Django serves, and serves ``/metrics``.
 
     Put it first in ``MIDDLEWARE``. Non-streaming responses are recorded when Django hands
     the response back; streaming responses (``StreamingHttpResponse``, ``FileResponse``)
-    when the server closes them after the last chunk, under WSGI and ASGI alike.
+    when the server closes them after the last chunk, under WSGI and ASGI alike, or when
+    they are garbage-collected if nothing ever closes them.
     """
 
     sync_capable = True
@@ -328,23 +395,8 @@ class MetricsMiddleware:
         # ID stays set until then, so the generator sees it.
         ttfb = None if pending is None else perf_counter() - pending.start
         try:
-            close = response.close
-            closed = False
-
-            def close_and_record() -> None:
-                nonlocal closed
-                try:
-                    close()
-                finally:
-                    # Once: Django's test clients close a streaming response themselves,
-                    # and a server may close it again.
-                    if not closed:
-                        closed = True
-                        if pending is not None:
-                            self._finish(request, pending, status, ttfb=ttfb)
-                        reset_correlation_id(token)
-
-            response.close = close_and_record
+            stream = _Stream(self, request, response.close, pending, status, token, ttfb)
+            response.close = stream.close
         except Exception as failure:
             self.recorder.failures.report("observing a streaming response", failure)
             if pending is not None:

@@ -6,7 +6,9 @@ looks at them. The app gets the server's ``wsgi.input`` too, except with
 wrapper counts what the app reads (:class:`_CountingInput`), the one way to know its size.
 A request is timed from its arrival to the moment the server calls the response
 iterable's ``close()`` (PEP 3333 servers always do), so a streaming generator is timed in
-full. The counting itself is :class:`asgi_metrics.core.recorder.Recorder`'s.
+full. Werkzeug's test client may never close a response: one it holds is counted by
+the next scrape instead (see ``MetricsMiddleware._record_handed``). The counting itself
+is :class:`asgi_metrics.core.recorder.Recorder`'s.
 
 With ``correlation_id=True`` the one change it makes is adding the correlation header to
 the app's response headers. The ID is set in :func:`~asgi_metrics.get_correlation_id`'s
@@ -30,11 +32,12 @@ or a framework that reported the exception in :data:`EXCEPTION_KEY` and raised i
 from __future__ import annotations
 
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import Token
 from http import HTTPStatus
 from time import perf_counter
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import Any
 
 from asgi_metrics.core.labels import (
@@ -72,6 +75,9 @@ EXCEPTION_KEY = "wsgi_metrics.exception"
 _DEBUGGER_KEY = "werkzeug.debug.preserve_context"
 _ERROR_STATUS = "500 Internal Server Error"
 _ERROR_BODY = b"Internal Server Error"
+#: The module of the ``start_response`` Werkzeug's test client passes (``run_wsgi_app``,
+#: behind ``werkzeug.test.Client`` and Flask's ``app.test_client()``).
+_TEST_CLIENT_MODULE = "werkzeug.test"
 
 
 class MetricsMiddleware:
@@ -154,6 +160,11 @@ class MetricsMiddleware:
         # No OpenTelemetry instruments: a request start goes straight to the store.
         self._store_start = self.recorder.store.start if self.recorder.otel is None else None
         self._request_size = self.recorder.wants_request_size
+        #: Responses handed to Werkzeug's test client and maybe never closed, by id (see
+        #: _hand_over); weak, so a response the test drops is still recorded when freed.
+        self._handed: weakref.WeakValueDictionary[int, _Exchange] = (
+            weakref.WeakValueDictionary()
+        )
 
     def _route(self, environ: Environ) -> str:
         if self._route_resolver is None:
@@ -168,6 +179,8 @@ class MetricsMiddleware:
     def metrics_app(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         """The WSGI app serving this middleware's metrics (mounted at ``metrics_path``;
         mount it elsewhere too if wanted)."""
+        if self._handed:
+            self._record_handed()
         method = environ.get("REQUEST_METHOD", "GET")
         status, headers, body = self.exposition.respond(
             method,
@@ -177,6 +190,39 @@ class MetricsMiddleware:
         )
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [b"" if method == "HEAD" else body]
+
+    def _hand_over(self, exchange: _Exchange) -> None:
+        """Note a response handed to Werkzeug's test client, for :meth:`_record_handed`."""
+        try:
+            exchange.handed = perf_counter()
+            self._handed[id(exchange)] = exchange
+        except Exception as exc:  # then it is recorded at close() or when freed, as before
+            self.recorder.failures.report("noting a test client response", exc)
+
+    def _record_handed(self) -> None:
+        """Record the responses Werkzeug's test client holds unclosed, before a scrape.
+
+        The test client calls the app, takes the first chunk and hands the response to the
+        test, which may never close it (nor read it): a server would have sent it, so the
+        scrape counts it. Timed to the end of its iteration if the test read it, else to
+        when the app returned it. A later close() still closes the app's iterable and
+        resets the correlation ID, without recording again; a scrape never resets the ID
+        (the test's next request may have set its own).
+        """
+        handed = self._handed
+        for ref in handed.valuerefs():  # a list taken at once: requests may add meanwhile
+            exchange = ref()
+            if exchange is None:
+                continue
+            handed.pop(id(exchange), None)
+            try:
+                # finish() claims the exchange before anything else (done is tested and
+                # set with no call in between), so a close() racing in another thread
+                # does not record it a second time.
+                if not exchange.done:
+                    exchange.finish(None, False, True, exchange.handed_end())
+            except Exception as exc:
+                self.recorder.failures.report("recording a test client response", exc)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -210,7 +256,16 @@ class MetricsMiddleware:
             exchange.release()
             raise
         wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None and isinstance(wrapper, type) and isinstance(result, wrapper):
+        if wrapper is None:
+            # Maybe Werkzeug's test client, which may never close the response (see
+            # _record_handed). Looked for only here: gunicorn, uWSGI, waitress, mod_wsgi
+            # and wsgiref give a file wrapper and the test client does not, so they pay
+            # nothing for it; other servers pay two cheap checks.
+            if type(start_response) is FunctionType and (
+                start_response.__module__ == _TEST_CLIENT_MODULE
+            ):
+                self._hand_over(exchange)
+        elif isinstance(wrapper, type) and isinstance(result, wrapper):
             passed = exchange.pass_file(result)
             if passed is not None:
                 return passed  # type: ignore[no-any-return]
@@ -237,16 +292,21 @@ class _Exchange:
 
     One object rather than a request, a closure and a body: this runs on every request,
     next to an app whose own work keeps evicting ours from the CPU caches, so each object
-    and call costs more than it does in a micro-benchmark. Slots, all set in ``__init__``:
-    on CPython 3.11 reading a class-level default is several times slower than a slot.
+    and call costs more than it does in a micro-benchmark. Slots, all set in ``__init__``
+    (on CPython 3.11 reading a class-level default is several times slower than a slot)
+    but ``handed``, which only a response handed to Werkzeug's test client gets and only
+    :meth:`handed_end` reads.
     """
 
     __slots__ = (
-        "counted", "done", "environ", "exc", "headers", "id_header", "in_flight",
-        "iterable", "iteration_end", "method", "middleware", "request_size",
+        "__weakref__", "counted", "done", "environ", "exc", "handed", "headers",
+        "id_header", "in_flight", "iterable", "iteration_end", "method", "middleware",
+        "request_size",
         "response_size", "route", "scheme", "server_start_response", "span_ids", "start",
         "status", "token", "ttfb",
     )
+    #: When the app handed the response to Werkzeug's test client (unset otherwise).
+    handed: float
 
     def __init__(
         self,
@@ -443,14 +503,20 @@ class _Exchange:
             if self.token is not None:
                 self.release()
 
+    def handed_end(self) -> float | None:
+        """When a never-closed response ended: its iteration's end, else when the app
+        handed it to Werkzeug's test client, else ``None`` (now)."""
+        end = self.iteration_end
+        return getattr(self, "handed", None) if end is None else end
+
     def __del__(self) -> None:
-        # Never closed (the Werkzeug test client with an unbuffered response, a broken
-        # server): the request still has to leave the in-flight gauge. It is timed to the
-        # end of its iteration, or to now if it never ended. The correlation ID is not
-        # reset here: the collector may run in any thread, or after this thread's next
-        # request set its own ID, which a reset would wipe out.
+        # Never closed (the Werkzeug test client before a scrape, a broken server): the
+        # request still has to leave the in-flight gauge. It is timed to the end of its
+        # iteration, or to its hand-over to the test client, or to now. The correlation
+        # ID is not reset here: the collector may run in any thread, or after this
+        # thread's next request set its own ID, which a reset would wipe out.
         if not self.done:
-            self.finish(None, False, True, self.iteration_end)
+            self.finish(None, False, True, self.handed_end())
 
     def finish(
         self,
