@@ -21,7 +21,6 @@ closes it, so the generator sees it while it is consumed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,28 +31,27 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings as django_settings  # type: ignore[import-untyped]
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
-from django.http import (  # type: ignore[import-untyped]
-    HttpRequest,
-    HttpResponse,
-    RawPostDataException,
-)
+from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
-from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE, method_label
-from asgi_metrics.core.rules import declared_length, path_filter
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
+from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import CorrelationIds
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.otel.spans import SpanIds, read_span
+from asgi_metrics.otel.spans import read_span
 from asgi_metrics.wiring import Parts, build
+from wsgi_metrics.django_request import EXCEPTION_ATTR, Pending, Stream, route_template
+
+__all__ = ["SETTING", "MetricsMiddleware", "route_template", "shared_parts"]
 
 #: The Django setting read for the options.
 SETTING = "HTTP_METRICS"
-# The attribute an unhandled exception is remembered in on the request.
-_EXCEPTION_ATTR = "_http_metrics_exception"
 
 _lock = threading.Lock()
 _shared: tuple[Settings, Parts] | None = None
+#: (pending request or None, correlation token or None, correlation ID or None)
+_Begun = tuple["Pending | None", "Token[str | None] | None", "str | None"]
 
 
 def shared_parts() -> Parts:
@@ -78,172 +76,15 @@ def shared_parts() -> Parts:
         return _shared[1]
 
 
-def route_template(request: HttpRequest) -> str:
-    """The full route of the URL pattern Django matched, across ``include()`` prefixes,
-    with a leading slash (``/api/items/<int:pk>/``); :data:`UNMATCHED_ROUTE` when nothing
-    matched. ``re_path`` patterns give their regular expression without the ``^``/``$``
-    anchors (``/api/items/(?P<pk>[0-9]+)/``)."""
-    match = getattr(request, "resolver_match", None)
-    route = getattr(match, "route", None)
-    if not isinstance(route, str):
-        return UNMATCHED_ROUTE
-    # Django joins the patterns' strings and drops the "^" of every part but the first.
-    route = route.removeprefix("^")
-    if route.endswith("\\Z"):
-        route = route[:-2]
-    elif route.endswith("$"):
-        route = route[:-1]
-    return "/" + route
-
-
 def _remember_exception(sender: object, request: HttpRequest | None = None, **extra: Any) -> None:
     # Sent inside Django's except block (asgiref re-raises it in the worker thread under
     # ASGI), so sys.exc_info() is the exception Django is about to turn into a 500.
     del sender, extra
     if request is not None:
-        setattr(request, _EXCEPTION_ATTR, sys.exc_info()[1])
+        setattr(request, EXCEPTION_ATTR, sys.exc_info()[1])
 
 
 got_request_exception.connect(_remember_exception, dispatch_uid="wsgi_metrics.django")
-
-
-class _BodyReads:
-    """Watches a request's ``read``/``readline`` (which ``body``, ``POST``/``FILES``,
-    iteration and ``readlines`` all go through) for a request without ``Content-Length``.
-
-    Installed as instance attributes on the request, only when ``request_size`` is on and
-    no size is declared; each calls Django's own method and returns its result unchanged.
-    It answers whether the app read the body, without reading it ourselves, and how many
-    bytes a streamed read (``request.read()``, a multipart upload) took.
-    """
-
-    __slots__ = ("count", "read", "readline", "started")
-
-    def __init__(self, request: HttpRequest) -> None:
-        self.started = False
-        self.count = 0
-        read, readline = request.read, request.readline
-
-        def counted_read(*args: Any, **kwargs: Any) -> Any:
-            self.started = True
-            data = read(*args, **kwargs)
-            self._add(data)
-            return data
-
-        def counted_readline(*args: Any, **kwargs: Any) -> Any:
-            self.started = True
-            line = readline(*args, **kwargs)
-            self._add(line)
-            return line
-
-        self.read = counted_read
-        self.readline = counted_readline
-        request.read = counted_read
-        request.readline = counted_readline
-
-    def _add(self, data: Any) -> None:
-        with contextlib.suppress(TypeError):
-            self.count += len(data)
-
-    def size(self, request: HttpRequest) -> int:
-        """The bytes the app read, and take the watchers off the request (they keep it
-        alive through a reference cycle otherwise)."""
-        for name in ("read", "readline"):
-            if vars(request).get(name) is getattr(self, name):
-                delattr(request, name)
-        if not self.started:
-            return 0  # never read: request.body would read it now, which is not ours to do
-        try:
-            # Read through request.body: it is cached, and the count could have seen its
-            # bytes twice (request.read() after request.body replays them).
-            return len(request.body)
-        except RawPostDataException:  # read as a stream (request.read(), multipart)
-            return self.count
-        except Exception:  # a body Django refused (too big): what the app got of it
-            return self.count
-
-
-class _Pending:
-    """One counted request in progress (what ``_finish`` needs besides the request)."""
-
-    __slots__ = ("body_reads", "in_flight", "method", "request_size", "scheme", "span_ids",
-                 "start")
-
-    def __init__(self, method: str, scheme: str, in_flight: bool, start: float) -> None:
-        self.method = method
-        self.scheme = scheme
-        self.in_flight = in_flight
-        self.start = start
-        self.span_ids: SpanIds | None = None
-        #: The size ``Content-Length`` declared; else the app's reads are watched.
-        self.request_size: int | None = None
-        self.body_reads: _BodyReads | None = None
-
-
-class _Stream:
-    """A streaming response not recorded yet: recorded once, when the server (or Django's
-    test client, at the end of the content) closes it, or when it is collected if nothing
-    ever does (a test that drops it unread).
-
-    Its ``close`` replaces the response's, and it holds the response's own: a cycle, but
-    the finalizer is this object's ``__del__``, which the collector runs with the cycle's
-    other objects (a ``weakref.finalize`` holding any of them would never run).
-    """
-
-    __slots__ = (
-        "middleware", "pending", "recorded", "request", "response_close", "status", "token",
-        "ttfb",
-    )
-
-    def __init__(
-        self,
-        middleware: MetricsMiddleware,
-        request: HttpRequest,
-        response_close: Callable[[], None],
-        pending: _Pending | None,
-        status: int,
-        token: Token[str | None] | None,
-        ttfb: float | None,
-    ) -> None:
-        self.middleware = middleware
-        self.request = request
-        self.response_close = response_close
-        self.pending = pending
-        self.status = status
-        self.token = token
-        self.ttfb = ttfb
-        self.recorded = False
-
-    def close(self) -> None:
-        """The response's ``close()``: close it, record the request, reset the ID."""
-        try:
-            self.response_close()
-        finally:
-            # Once each: Django's test clients close a streaming response themselves, and
-            # a server may close it again.
-            self._record()
-            token = self.token
-            if token is not None:
-                self.token = None
-                reset_correlation_id(token)
-
-    def _record(self) -> None:
-        if not self.recorded:
-            self.recorded = True
-            pending = self.pending
-            if pending is not None:
-                self.middleware._finish(self.request, pending, self.status, ttfb=self.ttfb)
-
-    def __del__(self) -> None:
-        # Collected without being closed: the request still has to leave the in-flight
-        # gauge. Timed to now (the middleware does not see the iteration). As in the WSGI
-        # middleware, the correlation ID is not reset here: the collector may run in any
-        # thread, or after this thread's next request set its own ID.
-        if not self.recorded:
-            try:
-                self._record()
-            except Exception as failure:
-                self.middleware.recorder.failures.report("recording a request", failure)
 
 
 class MetricsMiddleware:
@@ -263,8 +104,8 @@ class MetricsMiddleware:
         parts = shared_parts()
         self.recorder = parts.recorder
         self.exposition = parts.exposition
-        self._counts = path_filter(parts.settings)
-        settings = self.recorder.settings
+        settings = parts.settings
+        self._counts = path_filter(settings)
         self._metrics_path = settings.metrics_path
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header
@@ -272,7 +113,7 @@ class MetricsMiddleware:
         # As in the ASGI middleware: the span is read once, when the response (or the
         # exception) passes back through us, for the exemplar and the span attribute.
         self._span_attribute = self._correlation is not None and OTEL_AVAILABLE
-        self._span_lookup = self._exemplars or self._span_attribute
+        self._span_reads = self._exemplars or self._span_attribute
         self._async = iscoroutinefunction(get_response)
         if self._async:
             # Django looks at this to call us natively in async mode, without adapting.
@@ -291,12 +132,9 @@ class MetricsMiddleware:
         try:
             response = self.get_response(request)
         except BaseException as exc:  # DEBUG_PROPAGATE_EXCEPTIONS, or a server-level error
-            self._observe_span(pending, cid)  # raised through us: still inside the span
-            if pending is not None:
-                self._finish(request, pending, 500, exc)
-            reset_correlation_id(token)
+            self._failed(pending, token, cid, 500, exc)
             raise
-        self._response(request, response, pending, token, cid)
+        self._response(response, pending, token, cid)
         return response
 
     async def __acall__(self, request: HttpRequest) -> Any:
@@ -314,35 +152,19 @@ class MetricsMiddleware:
         try:
             response = await get_response(request)
         except BaseException as exc:
-            self._observe_span(pending, cid)  # raised through us: still inside the span
-            if pending is not None:
-                cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
-                status = CLIENT_CLOSED_STATUS if cancelled else 500
-                self._finish(request, pending, status, exc)
-            reset_correlation_id(token)
+            cancelled = isinstance(exc, asyncio.CancelledError)  # the client went away
+            self._failed(pending, token, cid, CLIENT_CLOSED_STATUS if cancelled else 500, exc)
             raise
-        self._response(request, response, pending, token, cid)
+        self._response(response, pending, token, cid)
         return response
 
-    def _begin(
-        self, request: HttpRequest, counted: bool
-    ) -> tuple[_Pending | None, Token[str | None] | None, str | None]:
+    def _begin(self, request: HttpRequest, counted: bool) -> _Begun:
         """Start a request: counted in flight (if ``counted``), its correlation ID set."""
         pending = None
         if counted:
-            method = method_label(request.method)
             # request.scheme reads settings (SECURE_PROXY_SSL_HEADER): only when used.
             scheme = request.scheme if self.recorder.otel is not None else "http"
-            pending = _Pending(
-                method, scheme, self.recorder.start(method, scheme), perf_counter()
-            )
-            if self.recorder.wants_request_size:
-                pending.request_size = declared_length(request.META.get("CONTENT_LENGTH"))
-                if pending.request_size is None:
-                    try:
-                        pending.body_reads = _BodyReads(request)
-                    except Exception as failure:
-                        self.recorder.failures.report("watching the request body", failure)
+            pending = Pending(self.recorder, request, method_label(request.method), scheme)
         correlation = self._correlation
         if correlation is None:
             return pending, None, None
@@ -352,10 +174,24 @@ class MetricsMiddleware:
         )
         return pending, current_correlation_id.set(cid), cid
 
-    def _observe_span(self, pending: _Pending | None, cid: str | None) -> None:
+    def _failed(
+        self,
+        pending: Pending | None,
+        token: Token[str | None] | None,
+        cid: str | None,
+        status: int,
+        exc: BaseException,
+    ) -> None:
+        """The chain raised through us: recorded while still inside the span."""
+        self._read_span(pending, cid)
+        if pending is not None:
+            pending.finish(status, exc)
+        reset_correlation_id(token)
+
+    def _read_span(self, pending: Pending | None, cid: str | None) -> None:
         """Read the current sampled span once: its IDs become the exemplar, and it gets
         the correlation ID as an attribute (when each is on)."""
-        if not self._span_lookup or (pending is not None and pending.span_ids is not None):
+        if not self._span_reads or (pending is not None and pending.span_ids is not None):
             return
         ids = read_span(
             cid if self._span_attribute else None,
@@ -367,9 +203,8 @@ class MetricsMiddleware:
 
     def _response(
         self,
-        request: HttpRequest,
         response: Any,
-        pending: _Pending | None,
+        pending: Pending | None,
         token: Token[str | None] | None,
         cid: str | None,
     ) -> None:
@@ -381,67 +216,36 @@ class MetricsMiddleware:
                 self.recorder.failures.report("setting the correlation header", failure)
         # Read now, while the server span (OpenTelemetry's middleware or instrumentation
         # outside us) is current; a streaming response is closed in another context.
-        self._observe_span(pending, cid)
+        self._read_span(pending, cid)
         status = getattr(response, "status_code", 0)
-        if not getattr(response, "streaming", False):
-            if pending is not None:
-                size = len(response.content) if self.recorder.wants_response_size else None
-                self._finish(request, pending, status, response_size=size)
-            reset_correlation_id(token)
+        if getattr(response, "streaming", False):
+            self._observe_stream(response, pending, token, status)
             return
-        # Streamed after we return: record when the server closes the response (Django's
-        # WSGI and ASGI handlers both call close() after the last chunk; under WSGI a
-        # FileResponse handed to wsgi.file_wrapper gets this close() too). The correlation
-        # ID stays set until then, so the generator sees it.
+        if pending is not None:
+            size = len(response.content) if self.recorder.wants_response_size else None
+            pending.finish(status, response_size=size)
+        reset_correlation_id(token)
+
+    def _observe_stream(
+        self,
+        response: Any,
+        pending: Pending | None,
+        token: Token[str | None] | None,
+        status: int,
+    ) -> None:
+        """Streamed after we return: record when the server closes the response (Django's
+        WSGI and ASGI handlers both call close() after the last chunk; under WSGI a
+        FileResponse handed to wsgi.file_wrapper gets this close() too). The correlation
+        ID stays set until then, so the generator sees it."""
         ttfb = None if pending is None else perf_counter() - pending.start
         try:
-            stream = _Stream(self, request, response.close, pending, status, token, ttfb)
+            stream = Stream(self.recorder.failures, response.close, pending, status, token, ttfb)
             response.close = stream.close
         except Exception as failure:
             self.recorder.failures.report("observing a streaming response", failure)
             if pending is not None:
-                self._finish(request, pending, status)
+                pending.finish(status)
             reset_correlation_id(token)
-
-    def _finish(
-        self,
-        request: HttpRequest,
-        pending: _Pending,
-        status: int,
-        exc: BaseException | None = None,
-        response_size: int | None = None,
-        ttfb: float | None = None,
-    ) -> None:
-        duration = perf_counter() - pending.start
-        try:
-            route = route_template(request)
-        except Exception as failure:
-            self.recorder.failures.report("route lookup", failure)
-            route = UNMATCHED_ROUTE
-        if exc is None:
-            # Only an exception Django announced as unhandled counts, and only with the
-            # 500 it became (a custom handler500 may have raised again: still one count).
-            remembered = getattr(request, _EXCEPTION_ATTR, None)
-            if isinstance(remembered, BaseException) and status >= 500:
-                exc = remembered
-        request_size = pending.request_size
-        if request_size is None and self.recorder.wants_request_size:
-            request_size = 0
-            reads = pending.body_reads
-            if reads is not None:
-                try:
-                    request_size = reads.size(request)
-                except Exception as failure:
-                    self.recorder.failures.report("measuring the request body", failure)
-        exemplar = pending.span_ids
-        # A non-streaming response is handed over whole: its first byte is its last one,
-        # as far as the middleware can tell. Streamed bytes are not counted.
-        self.recorder.finish(
-            pending.method, route, status, duration, in_flight=pending.in_flight, exc=exc,
-            ttfb=duration if ttfb is None else ttfb,
-            request_size=request_size, response_size=response_size,
-            exemplar=exemplar, scheme=pending.scheme,
-        )
 
     def _metrics_response(self, request: HttpRequest) -> HttpResponse:
         meta = request.META

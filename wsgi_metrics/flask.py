@@ -1,11 +1,7 @@
-"""Flask: route templates from the rule Flask matched, and a Flask extension.
+"""Flask: the extension, ``Metrics(app)`` or ``Metrics().init_app(app)``.
 
-Flask pops its request context (and clears ``environ["werkzeug.request"]``) before a WSGI
-middleware regains control, so the matched rule is read while the context is alive: when
-the app calls ``start_response``, which Flask does inside the context. When Flask lets an
-unhandled exception propagate (``PROPAGATE_EXCEPTIONS``, testing mode) it never calls
-``start_response``; its ``got_request_exception`` signal, sent inside the context, leaves
-the rule (and the exception) in the environ instead. The request is never matched again.
+Route templates come from :mod:`wsgi_metrics.flask_routes`, which wrapping a Flask app's
+``wsgi_app`` in :class:`~wsgi_metrics.MetricsMiddleware` also finds by itself.
 """
 
 from __future__ import annotations
@@ -13,61 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, got_request_exception
-from flask import request as current_request
+from flask import Flask
 
 from asgi_metrics.core.settings import ConfigurationError, Settings
+from wsgi_metrics.flask_routes import ROUTE_KEY, FlaskRoutes, resolver_for
+from wsgi_metrics.middleware import MetricsMiddleware
 
-from .middleware import EXCEPTION_KEY, Environ, MetricsMiddleware
+__all__ = ["CONFIG_KEY", "EXTENSION_KEY", "ROUTE_KEY", "FlaskRoutes", "Metrics", "resolver_for"]
 
-#: Where the signal handler leaves the route of a request whose exception propagated.
-ROUTE_KEY = "wsgi_metrics.flask.route"
 #: The ``app.config`` key read by :class:`Metrics`.
 CONFIG_KEY = "HTTP_METRICS"
 #: The ``app.extensions`` key the middleware is kept under.
 EXTENSION_KEY = "http_metrics"
-
-
-class FlaskRoutes:
-    """A ``route_resolver`` for one Flask app: the matched rule as Flask wrote it, blueprint
-    ``url_prefix`` included (``/api/users/<int:user_id>``).
-
-    ``None`` (unmatched) when no rule matched: 404s, 405s (Werkzeug does not say which rule
-    the path matched), and strict-slash redirects.
-
-    It also reports exceptions Flask turns into 500 responses (``got_request_exception``)
-    in the environ, so the middleware counts them in the exceptions counter.
-    """
-
-    def __init__(self, app: Flask) -> None:
-        self.app = app
-        # Blinker holds receivers weakly: the bound method lives as long as this object,
-        # which the middleware keeps.
-        got_request_exception.connect(self._on_exception, app)
-
-    def __call__(self, environ: Environ) -> str | None:
-        request = environ.get("werkzeug.request")
-        if request is not None:
-            rule = getattr(request, "url_rule", None)
-            return None if rule is None else str(rule.rule)
-        route = environ.get(ROUTE_KEY)
-        return route if isinstance(route, str) else None
-
-    def _on_exception(self, sender: Flask, exception: BaseException, **extra: Any) -> None:
-        del sender, extra
-        environ = current_request.environ
-        environ[EXCEPTION_KEY] = exception
-        rule = current_request.url_rule
-        if rule is not None:
-            environ[ROUTE_KEY] = str(rule.rule)
-
-
-def resolver_for(app: object) -> FlaskRoutes | None:
-    """A :class:`FlaskRoutes` when ``app`` is a Flask app or its bound ``wsgi_app``."""
-    owner = getattr(app, "__self__", app)
-    if isinstance(owner, Flask):
-        return FlaskRoutes(owner)
-    return None
 
 
 class Metrics:
