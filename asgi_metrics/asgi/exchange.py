@@ -60,6 +60,9 @@ class Plan:
 class Exchange:
     """A counted request: watches the messages, records the request once."""
 
+    #: Whether the request is counted (in flight now, recorded at the end).
+    counted = True
+
     __slots__ = (
         "_receive", "_send", "cid", "disconnected", "done", "id_header", "in_flight",
         "method", "plan", "request_size", "response_size", "root_path", "route", "scheme",
@@ -83,7 +86,7 @@ class Exchange:
         self._send = send
         self.method = method
         self.scheme: str = scope.get("scheme") or "http"
-        self.in_flight = plan.recorder.start(method, self.scheme)
+        self.in_flight = self.counted and plan.recorder.start(method, self.scheme)
         # root_path as it arrived: Starlette's Mounts extend it while routing.
         self.root_path: str = scope.get("root_path", "")
         self.status = 0  # 0 until the response starts
@@ -221,28 +224,7 @@ class UncountedExchange(Exchange):
     the response, and on the span when OpenTelemetry is there."""
 
     __slots__ = ()
-
-    def __init__(
-        self,
-        plan: Plan,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        method: str,
-        cid: str | None,
-        token: Token[str | None] | None,
-    ) -> None:
-        self.plan = plan
-        self.scope = scope
-        self._receive = receive
-        self._send = send
-        self.status = 0
-        self.done = False
-        self.disconnected = False
-        self.trailers = False
-        self.cid = cid
-        self.id_header = None
-        self.token = token
+    counted = False
 
     def finish(self, status: int, exc: BaseException | None = None) -> None:
         self.done = True
