@@ -28,16 +28,14 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
-from tests.wsgi_support import (  # noqa: E402
-    INVALID_IDS,
-    Server,
-    captured_logs,
-    environ,
-    exceptions,
-    otel_http_points,
-    parse,
-    requests,
+from tests.support.correlation import INVALID_IDS, captured_logs  # noqa: E402
+from tests.support.otel import otel_http_points  # noqa: E402
+from tests.support.scrape import (  # noqa: E402
+    exceptions_by_labels,
+    parse_samples,
+    requests_by_labels,
 )
+from tests.support.wsgi import InProcessServer, environ  # noqa: E402
 from wsgi_metrics import get_correlation_id  # noqa: E402
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -47,7 +45,7 @@ def configure(**options: Any) -> Any:
     options.setdefault("registry", CollectorRegistry())
     options.setdefault("correlation_id", True)
     return override_settings(
-        HTTP_METRICS=options, ROOT_URLCONF="tests.django_correlation_urls"
+        HTTP_METRICS=options, ROOT_URLCONF="tests.support.apps.django_correlation_urls"
     )
 
 
@@ -70,7 +68,7 @@ def fetch(mode: str, path: str, headers: dict[str, str] | None = None) -> Fetche
     ``sync`` through ``Client``, ``async`` through ``AsyncClient``, ``wsgi`` through
     Django's WSGI handler called the way a WSGI server calls it."""
     if mode == "wsgi":
-        server = Server()
+        server = InProcessServer()
         extra = {"HTTP_HOST": "testserver", "REMOTE_ADDR": "127.0.0.1"}
         for name, value in (headers or {}).items():
             extra["HTTP_" + name.upper().replace("-", "_")] = value
@@ -150,7 +148,7 @@ def test_streamed_content_sees_the_id_and_it_is_reset_at_close(mode: str, view: 
     assert (got.status, got.ids, got.body) == (200, ["st-1"], b"a=st-1;b=st-1;")
     assert got.after is None
     assert records.ids_of("chunk a") == ["st-1"] and records.ids_of("chunk b") == ["st-1"]
-    assert requests(parse(scrape())) == {("GET", f"/{view}/", "200"): 1}
+    assert requests_by_labels(parse_samples(scrape())) == {("GET", f"/{view}/", "200"): 1}
 
 
 @MODES
@@ -163,9 +161,9 @@ def test_unhandled_exception_500_carries_the_header_and_djangos_log_the_id(
     assert (got.status, got.ids, got.after) == (500, ["err-1"], None)
     # Django's "Internal Server Error: ..." line is written inside the chain: it has the ID.
     assert records.ids_of(f"Internal Server Error: /{view}/") == ["err-1"]
-    samples = parse(scrape())
-    assert requests(samples) == {("GET", f"/{view}/", "500"): 1}
-    assert exceptions(samples) == {("GET", f"/{view}/", "RuntimeError"): 1}
+    samples = parse_samples(scrape())
+    assert requests_by_labels(samples) == {("GET", f"/{view}/", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", f"/{view}/", "RuntimeError"): 1}
     assert "err-1" not in scrape()  # never a label
 
 
@@ -177,7 +175,7 @@ def test_404_and_excluded_paths_carry_the_header(mode: str) -> None:
         assert (missing.status, missing.ids) == (404, ["nf-1"])
         assert (excluded.status, excluded.ids, excluded.body) == (200, ["ex-1"], b"ex-1")
         assert missing.after is None and excluded.after is None
-        assert requests(parse(scrape())) == {("GET", "__unmatched__", "404"): 1}
+        assert requests_by_labels(parse_samples(scrape())) == {("GET", "__unmatched__", "404"): 1}
 
 
 @MODES

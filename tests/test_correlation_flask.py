@@ -19,14 +19,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.wsgi_support import (
-    INVALID_IDS,
-    captured_logs,
-    exceptions,
-    otel_http_points,
-    parse,
-    requests,
-)
+from tests.support.correlation import INVALID_IDS, captured_logs
+from tests.support.otel import otel_http_points
+from tests.support.scrape import exceptions_by_labels, parse_samples, requests_by_labels
 from wsgi_metrics import get_correlation_id
 from wsgi_metrics.flask import Metrics
 
@@ -130,9 +125,9 @@ def test_flask_500_and_404_carry_the_header_and_flask_logs_with_the_id() -> None
     aborted = client.get("/gone")
     assert (missing.status_code, missing.headers["X-Request-ID"]) == (404, "nf-1")
     assert aborted.status_code == 404 and HEX32.fullmatch(aborted.headers["X-Request-ID"])
-    samples = parse(client.get("/metrics").text)
-    assert requests(samples)[("GET", "/boom", "500")] == 1
-    assert exceptions(samples) == {("GET", "/boom", "RuntimeError"): 1}
+    samples = parse_samples(client.get("/metrics").text)
+    assert requests_by_labels(samples)[("GET", "/boom", "500")] == 1
+    assert exceptions_by_labels(samples) == {("GET", "/boom", "RuntimeError"): 1}
     assert "e-1" not in client.get("/metrics").text  # never a label
     assert get_correlation_id() is None
 

@@ -31,17 +31,10 @@ from werkzeug.debug import DebuggedApplication
 from werkzeug.serving import make_server
 
 import wsgi_metrics
-from tests.helpers import SPAN_FAILURES, broken_span
-from tests.wsgi_support import (
-    INVALID_IDS,
-    Server,
-    captured_logs,
-    environ,
-    exceptions,
-    get,
-    requests,
-    scrape,
-)
+from tests.support.correlation import INVALID_IDS, captured_logs
+from tests.support.otel import SPAN_FAILURES, broken_span
+from tests.support.scrape import exceptions_by_labels, requests_by_labels
+from tests.support.wsgi import InProcessServer, environ, get, scrape_samples
 from wsgi_metrics import (
     EXCEPTION_KEY,
     CorrelationIdFilter,
@@ -96,13 +89,13 @@ def wrap(app: Any = dispatch, **options: Any) -> MetricsMiddleware:
     return MetricsMiddleware(app, correlation_id=True, **options)
 
 
-def call(app: Any, path: str = "/echo", **extra: Any) -> tuple[Server, bytes]:
-    server = Server()
+def call(app: Any, path: str = "/echo", **extra: Any) -> tuple[InProcessServer, bytes]:
+    server = InProcessServer()
     body = server.call(app, environ(path, **extra))
     return server, body
 
 
-def header(server: Server, name: str = "x-request-id") -> list[str]:
+def header(server: InProcessServer, name: str = "x-request-id") -> list[str]:
     return [v for k, v in server.headers if k.lower() == name]
 
 
@@ -157,7 +150,7 @@ def test_64_chars_still_valid() -> None:
 def test_streamed_body_sees_the_id_and_it_is_reset_at_close() -> None:
     seen_before_close: list[str | None] = []
 
-    class Spy(Server):
+    class Spy(InProcessServer):
         def call(self, app: Any, env: dict[str, Any]) -> bytes:
             result = app(env, self.start_response)
             body = b"".join(result)
@@ -193,7 +186,7 @@ def test_thread_pool_worker_does_not_leak_the_id_into_its_next_task() -> None:
 def test_unhandled_exception_gets_our_500_with_the_header_then_is_reraised() -> None:
     app = wrap()
     with captured_logs() as records:
-        server = Server()
+        server = InProcessServer()
         result = app(environ("/boom", HTTP_X_REQUEST_ID="err-1"), server.start_response)
         # The response is there before anything is raised: that is what goes on the wire.
         assert server.status == "500 Internal Server Error"
@@ -208,13 +201,13 @@ def test_unhandled_exception_gets_our_500_with_the_header_then_is_reraised() -> 
     assert chunks == [b"Internal Server Error"]
     assert records.ids_of("about to fail") == ["err-1"]
     assert get_correlation_id() is None
-    samples = scrape(app)
-    assert requests(samples) == {("GET", "boom", "500"): 1}
-    assert exceptions(samples) == {("GET", "boom", "RuntimeError"): 1}
+    samples = scrape_samples(app)
+    assert requests_by_labels(samples) == {("GET", "boom", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "boom", "RuntimeError"): 1}
 
 
 def test_exception_is_raised_at_close_if_the_body_was_not_consumed() -> None:
-    server = Server()
+    server = InProcessServer()
     result = wrap()(environ("/boom"), server.start_response)
     with pytest.raises(RuntimeError, match="unhandled"):
         result.close()  # the client went away before the body: the server still hears of it
@@ -227,17 +220,17 @@ def test_exception_after_start_response_replaces_the_unsent_status() -> None:
         raise KeyError("late")
 
     app = wrap(half)
-    server = Server()
+    server = InProcessServer()
     with pytest.raises(KeyError):
         server.call(app, environ("/half", HTTP_X_REQUEST_ID="late-1"))
     assert server.status == "500 Internal Server Error"
     assert header(server) == ["late-1"]
-    assert requests(scrape(app)) == {("GET", "half", "500"): 1}
+    assert requests_by_labels(scrape_samples(app)) == {("GET", "half", "500"): 1}
 
 
 def test_without_correlation_the_exception_propagates_from_the_call() -> None:
     app = MetricsMiddleware(boom, registry=CollectorRegistry())
-    server = Server()
+    server = InProcessServer()
     with pytest.raises(RuntimeError):
         app(environ("/boom"), server.start_response)
     assert server.status is None  # the server's own 500, as before
@@ -249,7 +242,7 @@ def test_steps_aside_for_a_propagating_framework_and_the_werkzeug_debugger() -> 
         env[EXCEPTION_KEY] = error  # reported, and raised anyway: propagated on purpose
         raise error
 
-    server = Server()
+    server = InProcessServer()
     with pytest.raises(ValueError):
         wrap(propagating)(environ("/p", HTTP_X_REQUEST_ID="p-1"), server.start_response)
     assert server.status is None
@@ -269,7 +262,7 @@ def test_header_on_404_and_excluded_paths_which_are_not_counted() -> None:
     excluded, body = call(app, "/echo", HTTP_X_REQUEST_ID="h-1")
     assert (header(excluded), body) == (["h-1"], b"h-1")
     assert get_correlation_id() is None
-    assert requests(scrape(app)) == {("GET", "missing", "404"): 1}
+    assert requests_by_labels(scrape_samples(app)) == {("GET", "missing", "404"): 1}
 
 
 @pytest.mark.parametrize("name", ["x-request-id", "X-REQUEST-ID", "X-Request-Id"])
@@ -374,7 +367,7 @@ def test_exemplar_is_the_outer_opentelemetry_server_span(path: str, correlation:
     # the body, so a span read at close() time would name the parent's span, not ours.
     parent_trace, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     env = environ(path, HTTP_TRACEPARENT=f"00-{parent_trace}-{parent_span}-01")
-    server = Server()
+    server = InProcessServer()
     try:
         server.call(app, env)
     except RuntimeError:
@@ -403,7 +396,7 @@ def test_span_failures_keep_the_id_and_the_count(
             server, body = call(mw, HTTP_X_REQUEST_ID="kept-1")
             assert server.status.startswith("200") and body == b"kept-1"
             assert header(server) == ["kept-1"]
-    assert requests(scrape(mw))[("GET", "echo", "200")] == 3
+    assert requests_by_labels(scrape_samples(mw))[("GET", "echo", "200")] == 3
     failures = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
     assert len(failures) == 1 and failures[0].startswith(f"HTTP metrics: {broken} failed")
 
@@ -517,12 +510,12 @@ def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
 
 @contextlib.contextmanager
 def _gunicorn(*options: str) -> Iterator[int]:
-    """gunicorn serving tests.wsgi_correlation_app on a free loopback port, once it
+    """gunicorn serving tests.support.apps.wsgi_correlation on a free loopback port, once it
     answers; yields the port."""
     port = _free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
-         *options, "-b", f"127.0.0.1:{port}", "tests.wsgi_correlation_app:app"],
+         *options, "-b", f"127.0.0.1:{port}", "tests.support.apps.wsgi_correlation:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

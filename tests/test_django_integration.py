@@ -29,7 +29,13 @@ from django.test import AsyncClient, Client, RequestFactory, override_settings  
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest  # noqa: E402
 
 from asgi_metrics.exposition.collector import iter_registered  # noqa: E402
-from tests.wsgi_support import Samples, exceptions, in_flight, parse, requests  # noqa: E402
+from tests.support.scrape import (  # noqa: E402
+    Samples,
+    exceptions_by_labels,
+    in_flight,
+    parse_samples,
+    requests_by_labels,
+)
 from wsgi_metrics import ConfigurationError  # noqa: E402
 from wsgi_metrics.django import MetricsMiddleware  # noqa: E402
 
@@ -48,7 +54,7 @@ def fresh_store() -> Iterator[None]:
 def scrape(client: Client | None = None) -> Samples:
     response = (client or Client()).get("/metrics")
     assert response.status_code == 200
-    return parse(response.content.decode())
+    return parse_samples(response.content.decode())
 
 
 def fetch(path: str, method: str = "GET", client: Client | None = None) -> int:
@@ -63,7 +69,7 @@ def test_route_templates_across_include_and_re_path() -> None:
     for path in ["/", "/api/items/", "/api/items/7/", "/api/items/8/", "/api/archive/2024/"]:
         assert fetch(path) == 200
     samples = scrape()
-    assert requests(samples) == {
+    assert requests_by_labels(samples) == {
         ("GET", "/", "200"): 1,
         ("GET", "/api/items/", "200"): 1,
         ("GET", "/api/items/<int:pk>/", "200"): 2,
@@ -78,13 +84,13 @@ def test_http404_and_permission_denied_count_by_status() -> None:
     assert fetch("/no/such/page/") == 404
     assert fetch("/api/items") == 301  # APPEND_SLASH: nothing matched
     samples = scrape()
-    assert requests(samples) == {
+    assert requests_by_labels(samples) == {
         ("GET", "/api/items/<int:pk>/", "404"): 1,
         ("GET", "/api/private/", "403"): 1,
         ("GET", "__unmatched__", "404"): 1,
         ("GET", "__unmatched__", "301"): 1,
     }
-    assert exceptions(samples) == {}
+    assert exceptions_by_labels(samples) == {}
 
 
 def test_unhandled_exception_is_500_and_counted_once() -> None:
@@ -92,8 +98,8 @@ def test_unhandled_exception_is_500_and_counted_once() -> None:
     with pytest.raises(RuntimeError):  # the test client re-raises it after the 500
         Client().get("/api/boom/")
     samples = scrape()
-    assert requests(samples) == {("GET", "/api/boom/", "500"): 2}
-    assert exceptions(samples) == {("GET", "/api/boom/", "RuntimeError"): 2}
+    assert requests_by_labels(samples) == {("GET", "/api/boom/", "500"): 2}
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom/", "RuntimeError"): 2}
     assert in_flight(samples) == 0
 
 
@@ -102,33 +108,35 @@ def test_propagated_exception_reraised_and_counted_once() -> None:
     with pytest.raises(RuntimeError, match="example failure"):
         Client(raise_request_exception=False).get("/api/boom/")
     samples = scrape()
-    assert requests(samples) == {("GET", "/api/boom/", "500"): 1}
-    assert exceptions(samples) == {("GET", "/api/boom/", "RuntimeError"): 1}
+    assert requests_by_labels(samples) == {("GET", "/api/boom/", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom/", "RuntimeError"): 1}
     assert in_flight(samples) == 0
 
 
-@override_settings(MIDDLEWARE=[*MIDDLEWARE, "tests.django_extras.RaisingMiddleware"])
+@override_settings(
+    MIDDLEWARE=[*MIDDLEWARE, "tests.support.apps.django_middleware.RaisingMiddleware"]
+)
 def test_exception_from_a_later_middleware_is_counted() -> None:
     assert fetch("/api/items/") == 500
     samples = scrape()
-    assert requests(samples) == {("GET", "__unmatched__", "500"): 1}
-    assert exceptions(samples) == {("GET", "__unmatched__", "LookupError"): 1}
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "__unmatched__", "LookupError"): 1}
 
 
 def test_streaming_response_recorded_when_closed() -> None:
     response = Client().get("/api/stream/")
-    assert requests(scrape()) == {}  # not consumed: still being served
+    assert requests_by_labels(scrape()) == {}  # not consumed: still being served
     assert in_flight(scrape()) == 1
     assert b"".join(response.streaming_content) == b"chunk 0\nchunk 1\nchunk 2\n"
     samples = scrape()
-    assert requests(samples) == {("GET", "/api/stream/", "200"): 1}
+    assert requests_by_labels(samples) == {("GET", "/api/stream/", "200"): 1}
     assert in_flight(samples) == 0
 
 
 def test_excluded_paths_and_scrapes_are_not_counted() -> None:
     assert fetch("/healthz") == 200
     scrape()
-    assert requests(scrape()) == {}
+    assert requests_by_labels(scrape()) == {}
 
 
 def test_metrics_endpoint_negotiation_gzip_head_and_methods() -> None:
@@ -149,7 +157,7 @@ def test_hostile_method_and_path_add_no_series() -> None:
     assert fetch("/api/items/", "FOO") == 200  # Django serves it; the label is _OTHER
     assert fetch("/api/items/%FF/") == 404
     assert fetch("/caf%C3%A9/") == 404
-    assert requests(scrape()) == {
+    assert requests_by_labels(scrape()) == {
         ("_OTHER", "/api/items/", "200"): 1,
         ("GET", "__unmatched__", "404"): 2,
     }
@@ -158,7 +166,7 @@ def test_hostile_method_and_path_add_no_series() -> None:
 def test_one_store_per_process_across_handlers() -> None:
     fetch("/", client=Client())
     fetch("/", client=Client())  # another handler, another middleware instance
-    assert requests(scrape(Client())) == {("GET", "/", "200"): 2}
+    assert requests_by_labels(scrape(Client())) == {("GET", "/", "200"): 2}
 
 
 def test_changed_settings_on_the_default_registry_replace_the_store() -> None:
@@ -172,12 +180,12 @@ def test_changed_settings_on_the_default_registry_replace_the_store() -> None:
         with override_settings(HTTP_METRICS={"request_size": True, "buckets": [0.5, 5]}):
             assert fetch("/") == 200
             assert fetch("/") == 200
-            samples = parse(generate_latest(REGISTRY).decode())
+            samples = parse_samples(generate_latest(REGISTRY).decode())
     finally:
         for collector in set(iter_registered(REGISTRY)) - before:
             REGISTRY.unregister(collector)
     labels = frozenset({"method": "GET", "route": "/", "status": "200"}.items())
-    assert requests(samples) == {("GET", "/", "200"): 2}
+    assert requests_by_labels(samples) == {("GET", "/", "200"): 2}
     assert samples[("http_request_size_bytes_count", labels)] == 2
     assert samples[("http_request_duration_seconds_bucket", labels | {("le", "5.0")})] == 2
 
@@ -229,8 +237,8 @@ def test_async_client_counts_like_the_sync_one() -> None:
         response = await AsyncClient().get("/metrics")
         return bytes(response.content)
 
-    samples = parse(asyncio.run(metrics()).decode())
-    assert requests(samples) == {
+    samples = parse_samples(asyncio.run(metrics()).decode())
+    assert requests_by_labels(samples) == {
         ("GET", "/api/items/<int:pk>/", "200"): 1,
         ("GET", "/api/items/<int:pk>/", "404"): 1,
         ("GET", "/api/async/", "200"): 1,
@@ -239,7 +247,7 @@ def test_async_client_counts_like_the_sync_one() -> None:
         ("GET", "__unmatched__", "404"): 1,
         ("GET", "/api/stream/", "200"): 1,
     }
-    assert exceptions(samples) == {("GET", "/api/boom/", "RuntimeError"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom/", "RuntimeError"): 1}
     assert in_flight(samples) == 0
 
 
@@ -252,7 +260,7 @@ BODY_VIEWS = ["body", "body-twice", "stream", "lines"]
 def body_settings() -> Any:
     return override_settings(
         HTTP_METRICS={"registry": CollectorRegistry(), "request_size": True},
-        ROOT_URLCONF="tests.django_body_urls",
+        ROOT_URLCONF="tests.support.apps.django_body_urls",
     )
 
 
@@ -302,7 +310,7 @@ def test_request_size_of_a_chunked_body_under_asgi_is_what_the_view_read() -> No
         (200, BODY), (200, BODY + BODY), (200, BODY), (200, BODY),
         (200, b"never read the body"),
     ]
-    samples = parse(metrics)
+    samples = parse_samples(metrics)
     for route in ["/body", "/body-twice", "/stream", "/lines"]:
         assert request_size(samples, route) == (9, 1), route
     assert request_size(samples, "/ignore") == (0, 1)

@@ -27,21 +27,15 @@ from starlette.routing import Mount, Route
 
 from asgi_metrics import MetricsMiddleware, metrics_app
 from asgi_metrics.exposition.collector import iter_registered
-from tests.helpers import (
+from tests.support.asgi import client, drive, get_all, http_scope, scrape, scrape_text, wrap
+from tests.support.scrape import (
     DURATION,
     EXCEPTIONS,
     REQUEST,
-    client,
-    drive,
-    get_all,
-    http_scope,
-    parse,
-    requests,
+    parse_families,
+    request_count,
     sample,
     samples,
-    scrape,
-    scrape_text,
-    wrap,
 )
 
 pytestmark = pytest.mark.anyio
@@ -88,12 +82,12 @@ async def test_get_serves_prometheus_text_with_exact_values() -> None:
         response = await http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
-    families = parse(response.text)
-    assert requests(families, "/users/{user_id}") == 3
-    assert requests(families, "/users/{user_id}", "POST") == 1
-    assert requests(families, "/users/{user_id}", "_OTHER", "405") == 1
-    assert requests(families, "__unmatched__", status="404") == 1
-    assert requests(families, "/fail", status="500") == 1
+    families = parse_families(response.text)
+    assert request_count(families, "/users/{user_id}") == 3
+    assert request_count(families, "/users/{user_id}", "POST") == 1
+    assert request_count(families, "/users/{user_id}", "_OTHER", "405") == 1
+    assert request_count(families, "__unmatched__", status="404") == 1
+    assert request_count(families, "/fail", status="500") == 1
     assert sample(families, EXCEPTIONS, {"method": "GET", "route": "/fail",
                                          "exception_type": "RuntimeError"}) == 1
     assert sum(value for _, value in samples(families, REQUEST)) == 7
@@ -141,7 +135,7 @@ async def test_metrics_with_a_trailing_slash_goes_to_the_app() -> None:
         response = await http.get("/metrics/")
     assert response.text == "the app's own page"
     families = await scrape(app)
-    assert requests(families, "/metrics/") == 1
+    assert request_count(families, "/metrics/") == 1
     assert sum(value for _, value in samples(families, REQUEST)) == 1
 
 
@@ -160,7 +154,7 @@ async def test_metrics_path_none_turns_the_endpoint_off() -> None:
     async with client(app) as http:
         response = await http.get("/metrics")
         assert response.text == "the app's own page"
-    assert requests(parse(app.exposition.render(False).decode()), "/metrics") == 1
+    assert request_count(parse_families(app.exposition.render(False).decode()), "/metrics") == 1
 
 
 async def test_custom_metrics_path() -> None:
@@ -168,8 +162,8 @@ async def test_custom_metrics_path() -> None:
     # The app has "/metrics/", so "/metrics" is now its slash redirect.
     assert await get_all(app, ["/metrics", "/users/1"]) == [307, 200]
     families = await scrape(app, "/internal/prom")
-    assert requests(families, "__unmatched__", status="307") == 1
-    assert requests(families, "/users/{user_id}") == 1
+    assert request_count(families, "__unmatched__", status="307") == 1
+    assert request_count(families, "/users/{user_id}") == 1
 
 
 async def test_openmetrics_when_asked_for() -> None:
@@ -205,7 +199,7 @@ async def test_gzip_when_accepted() -> None:
     assert int(headers[b"content-length"]) == len(body)
     text = gzip.decompress(body).decode()
     assert text == plain[1]["body"].decode()
-    assert requests(parse(text), "/users/{user_id}") == 3
+    assert request_count(parse_families(text), "/users/{user_id}") == 3
     om = await drive(app, http_scope("/metrics", headers=[
         (b"accept-encoding", b"br, gzip;q=0.5"), (b"accept", OPENMETRICS.encode())]))
     assert gzip.decompress(om[1]["body"]).decode().endswith("# EOF\n")
@@ -241,11 +235,11 @@ async def test_rendering_does_not_block_the_event_loop() -> None:
         assert not scraping.done()
         scraped = await scraping
     assert quick < 0.3
-    families = parse(scraped.text)
+    families = parse_families(scraped.text)
     assert sample(families, "slow_thing") == 1
     # Other collectors of the registry are shown alongside ours.
-    assert requests(families, "/users/{user_id}") == 1
-    assert requests(await scrape(app), "/users/{user_id}") == 2
+    assert request_count(families, "/users/{user_id}") == 1
+    assert request_count(await scrape(app), "/users/{user_id}") == 2
 
 
 async def test_standalone_metrics_app_mounted_elsewhere() -> None:
@@ -259,9 +253,9 @@ async def test_standalone_metrics_app_mounted_elsewhere() -> None:
                exclude_patterns=[r"/internal/metrics.*"])
     assert await get_all(app, ["/users/1", "/users/2", "/metrics"]) == [200, 200, 404]
     text = await scrape_text(app, "/internal/metrics/")
-    families = parse(text)
-    assert requests(families, "/users/{user_id}") == 2
-    assert requests(families, "__unmatched__", status="404") == 1
+    families = parse_families(text)
+    assert request_count(families, "/users/{user_id}") == 2
+    assert request_count(families, "__unmatched__", status="404") == 1
     assert sample(families, "jobs_done_total") == 2
     assert text.count("# TYPE http_requests_total counter") == 1
     async with client(app) as http:
@@ -300,9 +294,9 @@ async def test_two_apps_in_one_process_with_the_default_registry() -> None:
     assert await get_all(first, ["/ping"] * 2) == [200, 200]
     assert await get_all(second, ["/ping"] * 3) == [200, 200, 200]
     assert await get_all(third, ["/ping"] * 5) == [200] * 5
-    assert requests(await scrape(first), "/ping") == 2
-    assert requests(await scrape(second), "/ping") == 3
-    assert requests(await scrape(third), "/ping") == 5
+    assert request_count(await scrape(first), "/ping") == 2
+    assert request_count(await scrape(second), "/ping") == 3
+    assert request_count(await scrape(third), "/ping") == 5
     text = await scrape_text(second)
     assert text.count("# TYPE http_requests_total counter") == 1
     assert "process_" in text or "python_" in text  # the default registry's own collectors
@@ -359,7 +353,7 @@ async def test_metrics_path_and_exclusions_are_relative_to_root_path() -> None:
         assert (await drive(app, http_scope(path, root_path="/proxy")))[0]["status"] == 200
     messages = await drive(app, http_scope("/proxy/metrics", root_path="/proxy"))
     assert messages[0]["status"] == 200
-    families = parse(messages[1]["body"].decode())
+    families = parse_families(messages[1]["body"].decode())
     assert samples(families, REQUEST) == [
         ({"method": "GET", "route": "/users/{user_id}", "status": "200"}, 1.0)
     ]

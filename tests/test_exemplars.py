@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import MetricsMiddleware, get_correlation_id
-from tests.helpers import SPAN_FAILURES, broken_span
+from tests.support.otel import SPAN_FAILURES, broken_span
 
 pytestmark = pytest.mark.anyio
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}

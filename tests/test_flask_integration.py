@@ -14,7 +14,8 @@ from flask import Blueprint, Flask, Response, abort, send_file
 from prometheus_client import CollectorRegistry
 from werkzeug.test import EnvironBuilder
 
-from tests.wsgi_support import Server, exceptions, in_flight, parse, requests
+from tests.support.scrape import exceptions_by_labels, in_flight, parse_samples, requests_by_labels
+from tests.support.wsgi import InProcessServer
 from wsgi_metrics import ConfigurationError, MetricsMiddleware
 from wsgi_metrics.flask import Metrics
 
@@ -68,7 +69,7 @@ def make_app(propagate: bool = False) -> Flask:
 def metrics(app: Flask) -> dict[Any, float]:
     with app.test_client().get("/metrics") as response:
         assert response.status_code == 200
-        return parse(response.get_data(as_text=True))
+        return parse_samples(response.get_data(as_text=True))
 
 
 def fetch(app: Flask, path: str, method: str = "GET") -> int:
@@ -92,12 +93,12 @@ def test_route_templates_including_blueprint_prefix(app: Flask) -> None:
     assert fetch(app, "/api/users/101") == 404  # abort() in a matched route
     assert fetch(app, "/api/teapot") == 418
     samples = metrics(app)
-    assert requests(samples) == {
+    assert requests_by_labels(samples) == {
         ("GET", "/api/users/<int:user_id>", "200"): 2,
         ("GET", "/api/users/<int:user_id>", "404"): 1,
         ("GET", "/api/teapot", "418"): 1,
     }
-    assert exceptions(samples) == {}
+    assert exceptions_by_labels(samples) == {}
     assert in_flight(samples) == 0
 
 
@@ -105,7 +106,7 @@ def test_unmatched_404_and_405_and_redirects(app: Flask) -> None:
     assert fetch(app, "/no/such/path") == 404
     assert fetch(app, "/api/users/1", "POST") == 405  # Werkzeug does not say which rule
     assert fetch(app, "/api/users/x") == 404
-    assert requests(metrics(app)) == {
+    assert requests_by_labels(metrics(app)) == {
         ("GET", "__unmatched__", "404"): 2,
         ("POST", "__unmatched__", "405"): 1,
     }
@@ -114,7 +115,7 @@ def test_unmatched_404_and_405_and_redirects(app: Flask) -> None:
 def test_head_and_automatic_options_use_the_rule(app: Flask) -> None:
     assert fetch(app, "/api/users/1", "HEAD") == 200
     assert fetch(app, "/api/users/1", "OPTIONS") == 200
-    assert requests(metrics(app)) == {
+    assert requests_by_labels(metrics(app)) == {
         ("HEAD", "/api/users/<int:user_id>", "200"): 1,
         ("OPTIONS", "/api/users/<int:user_id>", "200"): 1,
     }
@@ -123,8 +124,8 @@ def test_head_and_automatic_options_use_the_rule(app: Flask) -> None:
 def test_unhandled_exception_is_500_and_counted_once(app: Flask) -> None:
     assert fetch(app, "/boom") == 500
     samples = metrics(app)
-    assert requests(samples) == {("GET", "/boom", "500"): 1}
-    assert exceptions(samples) == {("GET", "/boom", "RuntimeError"): 1}
+    assert requests_by_labels(samples) == {("GET", "/boom", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "/boom", "RuntimeError"): 1}
 
 
 def test_propagated_exception_is_reraised_recorded_with_its_route() -> None:
@@ -137,42 +138,42 @@ def test_propagated_exception_is_reraised_recorded_with_its_route() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         app.test_client().get("/boom")
     samples = metrics(app)
-    assert requests(samples) == {("GET", "/boom", "500"): 1}
-    assert exceptions(samples) == {("GET", "/boom", "RuntimeError"): 1}
+    assert requests_by_labels(samples) == {("GET", "/boom", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "/boom", "RuntimeError"): 1}
     assert in_flight(samples) == 0
 
 
 def test_exception_with_an_error_handler_counts_by_status(app: Flask) -> None:
     assert fetch(app, "/handled") == 409
     samples = metrics(app)
-    assert requests(samples) == {("GET", "/handled", "409"): 1}
-    assert exceptions(samples) == {}
+    assert requests_by_labels(samples) == {("GET", "/handled", "409"): 1}
+    assert exceptions_by_labels(samples) == {}
 
 
 def test_streaming_response_counted_at_close(app: Flask) -> None:
     response = app.test_client().get("/stream")
     assert response.get_data() == b"ab"
-    assert requests(metrics(app)) == {}  # the test client has not closed it yet
+    assert requests_by_labels(metrics(app)) == {}  # the test client has not closed it yet
     response.close()
     samples = metrics(app)
-    assert requests(samples) == {("GET", "/stream", "200"): 1}
+    assert requests_by_labels(samples) == {("GET", "/stream", "200"): 1}
     assert in_flight(samples) == 0
 
 
 def test_unclosed_test_client_response_counted_when_collected(app: Flask) -> None:
     app.test_client().get("/api/users/5").get_data()
     gc.collect()
-    assert requests(metrics(app)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
+    assert requests_by_labels(metrics(app)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
 
 
 def test_send_file_keeps_the_servers_file_wrapper(app: Flask) -> None:
     env = EnvironBuilder(path="/file").get_environ()
     env["wsgi.file_wrapper"] = FileWrapper
-    result = app.wsgi_app(env, Server().start_response)
+    result = app.wsgi_app(env, InProcessServer().start_response)
     assert isinstance(result, FileWrapper)
     assert b"".join(result) == b"0123456789"
     result.close()
-    assert requests(metrics(app)) == {("GET", "/file", "200"): 1}
+    assert requests_by_labels(metrics(app)) == {("GET", "/file", "200"): 1}
 
 
 def test_metrics_endpoint_through_flask(app: Flask) -> None:
@@ -182,7 +183,7 @@ def test_metrics_endpoint_through_flask(app: Flask) -> None:
         assert r.headers["Content-Type"].startswith("application/openmetrics-text")
     with client.get("/metrics", headers={"Accept-Encoding": "gzip"}) as r:
         assert r.headers["Content-Encoding"] == "gzip"
-    assert requests(metrics(app)) == {("GET", "/api/teapot", "418"): 1}
+    assert requests_by_labels(metrics(app)) == {("GET", "/api/teapot", "418"): 1}
 
 
 def test_extension_reads_app_config() -> None:
@@ -195,7 +196,9 @@ def test_extension_reads_app_config() -> None:
     assert isinstance(app.extensions["http_metrics"], MetricsMiddleware)
     fetch(app, "/api/users/3")
     fetch(app, "/api/teapot")
-    assert requests(metrics(app), "shop_") == {("GET", "/api/users/<int:user_id>", "200"): 1}
+    assert requests_by_labels(metrics(app), "shop_") == {
+        ("GET", "/api/users/<int:user_id>", "200"): 1
+    }
 
 
 def test_init_app_options_win_over_config() -> None:
@@ -204,7 +207,9 @@ def test_init_app_options_win_over_config() -> None:
     metrics_ext = Metrics(namespace="fromcode")
     metrics_ext.init_app(app)
     fetch(app, "/api/users/3")
-    assert requests(metrics(app), "fromcode_") == {("GET", "/api/users/<int:user_id>", "200"): 1}
+    assert requests_by_labels(metrics(app), "fromcode_") == {
+        ("GET", "/api/users/<int:user_id>", "200"): 1
+    }
 
 
 def test_extension_finds_routes_behind_other_middleware() -> None:
@@ -213,7 +218,7 @@ def test_extension_finds_routes_behind_other_middleware() -> None:
     app.wsgi_app = lambda env, sr: inner(env, sr)  # type: ignore[method-assign]
     Metrics(app, registry=CollectorRegistry())
     fetch(app, "/api/users/3")
-    assert requests(metrics(app)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
+    assert requests_by_labels(metrics(app)) == {("GET", "/api/users/<int:user_id>", "200"): 1}
 
 
 def test_bad_config_raises_naming_the_setting() -> None:
@@ -231,11 +236,11 @@ def test_hostile_requests_served_as_without_us(app: Flask) -> None:
     for path, method in [("/api/users/%FF", "GET"), ("/caf\xe9", "FOO"), ("/boom", "get")]:
         env = EnvironBuilder(path="/", method=method).get_environ()
         env["PATH_INFO"] = path
-        plain, observed = Server(), Server()
+        plain, observed = InProcessServer(), InProcessServer()
         body = plain.call(bare.wsgi_app, dict(env))
         assert observed.call(app.wsgi_app, dict(env)) == body
         assert observed.status == plain.status
-    assert requests(metrics(app)) == {
+    assert requests_by_labels(metrics(app)) == {
         ("GET", "__unmatched__", "404"): 1,
         ("_OTHER", "__unmatched__", "404"): 1,
         # Werkzeug upper-cases the method and serves it; the label policy is

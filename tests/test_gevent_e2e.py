@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.servers import BIN, Server, get
-from tests.test_wsgi_e2e_servers import promtool_clean
-from tests.wsgi_support import in_flight, parse, requests
+from tests.support.promtool import promtool_clean
+from tests.support.scrape import in_flight, parse_samples, requests_by_labels
+from tests.support.servers import BIN, Server, http_get
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc"), reason="needs Linux /proc")
 
@@ -22,7 +22,7 @@ SHARDS = 3  # the worker's main thread, and slack for a thread gevent may start
 
 
 def shard_count(server: Server) -> int:
-    status, body = get(f"{server.url}/shards")
+    status, body = http_get(f"{server.url}/shards")
     assert status == 200, body
     return int(body)
 
@@ -31,7 +31,7 @@ def test_store_stays_flat_over_thousands_of_greenlets() -> None:
     # Not tests.support.servers.gunicorn(): its config is the multiprocess one, and this is
     # the single-process store.
     argv = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "-w", "1", "-k", "gevent",
-            "--timeout", "120", "tests.apps.flask_gevent_app:app"]
+            "--timeout", "120", "tests.support.apps.flask_gevent:app"]
     with Server(argv) as server:
         assert shard_count(server) <= SHARDS
         sent = 0
@@ -40,7 +40,7 @@ def test_store_stays_flat_over_thousands_of_greenlets() -> None:
             for _round in range(4):
                 batch = CONNECTIONS // 4
                 statuses = list(pool.map(
-                    lambda i: get(f"{server.url}/hello/{i % 7}")[0], range(batch)
+                    lambda i: http_get(f"{server.url}/hello/{i % 7}")[0], range(batch)
                 ))
                 assert statuses == [200] * batch
                 sent += batch
@@ -55,14 +55,14 @@ def test_store_stays_flat_over_thousands_of_greenlets() -> None:
             ("GET", "/shards", "200"): float(len(shards) + 1),
         }
         for _ in range(200):  # bounded: 200 * 50 ms at most
-            samples = parse(server.metrics())
-            if requests(samples) == expected:
+            samples = parse_samples(server.metrics())
+            if requests_by_labels(samples) == expected:
                 break
             time.sleep(0.05)
         for _ in range(3):
             text = server.metrics()
-            samples = parse(text)
-            assert requests(samples) == expected
+            samples = parse_samples(text)
+            assert requests_by_labels(samples) == expected
             assert in_flight(samples) == 0
         promtool_clean(text)
         assert shard_count(server) <= SHARDS

@@ -22,8 +22,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_metrics import MetricsMiddleware
-from tests.helpers import broken_span
-from tests.support.hardening import Message, call_asgi, http_scope, scrape
+from tests.support.asgi import Message, call_asgi, fetch_metrics, uvicorn_scope
+from tests.support.otel import broken_span
 
 
 class Boom(RuntimeError):
@@ -70,11 +70,11 @@ def _app() -> Starlette:
 def _calls() -> list[tuple[str, dict[str, Any], list[Message]]]:
     body = [{"type": "http.request", "body": b"payload", "more_body": False}]
     return [
-        ("200", http_scope("/ok", "POST"), body),
-        ("404", http_scope("/nowhere"), body),
-        ("500", http_scope("/fail"), body),
-        ("streaming", http_scope("/stream"), body),
-        ("websocket", {**http_scope("/ws"), "type": "websocket", "subprotocols": []},
+        ("200", uvicorn_scope("/ok", "POST"), body),
+        ("404", uvicorn_scope("/nowhere"), body),
+        ("500", uvicorn_scope("/fail"), body),
+        ("streaming", uvicorn_scope("/stream"), body),
+        ("websocket", {**uvicorn_scope("/ws"), "type": "websocket", "subprotocols": []},
          [{"type": "websocket.connect"},
           {"type": "websocket.receive", "text": "hi"}]),
     ]
@@ -194,7 +194,7 @@ def test_client_sees_the_bare_app_whatever_fails(
     assert len(kinds) == len(set(kinds)), kinds
     assert all(r.exc_info for r in records)
     # The endpoint still answers with a valid exposition.
-    status, _ = asyncio.run(scrape(mw))
+    status, _ = asyncio.run(fetch_metrics(mw))
     assert status == 200
 
 
@@ -209,12 +209,12 @@ def test_a_method_that_cannot_be_labelled_is_served_unmeasured(
 
     mw = _middleware(app)
     caplog.set_level(logging.ERROR, logger="asgi_metrics")
-    scope = {**http_scope("/ok"), "method": ["GET"]}
+    scope = {**uvicorn_scope("/ok"), "method": ["GET"]}
     for _ in range(3):
         assert _outcome(mw, scope, []) == _outcome(app, scope, [])
     kinds = [r.getMessage() for r in caplog.records if r.name == "asgi_metrics"]
     assert len(kinds) == 1 and kinds[0].startswith("HTTP metrics: reading the request failed")
-    _, text = asyncio.run(scrape(mw))
+    _, text = asyncio.run(fetch_metrics(mw))
     assert "http_requests_total{" not in text
 
 
@@ -224,7 +224,7 @@ def test_route_resolver_returning_garbage_is_unmatched() -> None:
             _app(), registry=CollectorRegistry(), route_resolver=lambda scope, g=garbage: g
         )
         assert _outcome(mw, *_calls()[0][1:]) == EXPECTED["200"]
-        _, text = asyncio.run(scrape(mw))
+        _, text = asyncio.run(fetch_metrics(mw))
         assert 'route="__unmatched__"' in text
 
 

@@ -25,7 +25,8 @@ from starlette.routing import Route
 from asgi_metrics import OTHER_METHOD, OVERFLOW, UNMATCHED_ROUTE, MetricsMiddleware
 from asgi_metrics.core.labels import KNOWN_METHODS
 from asgi_metrics.core.settings import DEFAULT_MAX_LABEL_SETS
-from tests.support.hardening import call_asgi, http_scope, samples, scrape
+from tests.support.asgi import call_asgi, fetch_metrics, uvicorn_scope
+from tests.support.scrape import series_of
 
 TEMPLATES = ["/", "/items/{item_id}", "/users/{user_id}/orders/{order_id}"]
 METHOD_LABELS = KNOWN_METHODS | {OTHER_METHOD}
@@ -79,7 +80,7 @@ async def _drive(app: Any, scopes: Any, warmup: int) -> tuple[int, int, int]:
 
 
 def _labels(text: str, family: str) -> list[dict[str, str]]:
-    return [dict(key) for key in samples(text, family)]
+    return [dict(key) for key in series_of(text, family)]
 
 
 def test_flood_of_paths_methods_and_hosts_stays_within_route_bound() -> None:
@@ -96,7 +97,7 @@ def test_flood_of_paths_methods_and_hosts_stays_within_route_bound() -> None:
         for index in range(n_paths):
             # 10,000 of them are the random method tokens, every one used once.
             method = tokens[index] if index < len(tokens) else _random_method(rng, tokens)
-            yield http_scope(
+            yield uvicorn_scope(
                 _random_path(rng), method, [(b"host", _random_host(rng))]
             )
 
@@ -105,7 +106,7 @@ def test_flood_of_paths_methods_and_hosts_stays_within_route_bound() -> None:
         count, warm, end = asyncio.run(_drive(app, scopes(), warmup=5_000))
     finally:
         tracemalloc.stop()
-    status, text = asyncio.run(scrape(app))
+    status, text = asyncio.run(fetch_metrics(app))
     assert status == 200
 
     # What this app can answer: 200, the slash redirect, 404, 405.
@@ -117,7 +118,7 @@ def test_flood_of_paths_methods_and_hosts_stays_within_route_bound() -> None:
     assert {s["route"] for s in series} <= routes
     assert {s["method"] for s in series} <= METHOD_LABELS
     assert {s["status"] for s in series} <= statuses
-    assert sum(samples(text, "http_requests_total").values()) == count == n_paths
+    assert sum(series_of(text, "http_requests_total").values()) == count == n_paths
     growth = end - warm
     print(
         f"\nFLOOD starlette: {count} requests, {len(series)} series (bound {bound}),"
@@ -148,7 +149,7 @@ def test_flood_of_odd_statuses_and_methods_hits_the_cap_not_the_server(
     def scopes() -> Any:
         for _ in range(n):
             code = rng.choice(invalid) if rng.random() < 0.05 else str(rng.randint(100, 599))
-            yield http_scope(f"/{code}", rng.choice(methods))
+            yield uvicorn_scope(f"/{code}", rng.choice(methods))
 
     caplog.set_level(logging.WARNING, logger="asgi_metrics")
     tracemalloc.start()
@@ -156,14 +157,14 @@ def test_flood_of_odd_statuses_and_methods_hits_the_cap_not_the_server(
         count, warm, end = asyncio.run(_drive(app, scopes(), warmup=10_000))
     finally:
         tracemalloc.stop()
-    status, text = asyncio.run(scrape(app))
+    status, text = asyncio.run(fetch_metrics(app))
     assert status == 200
 
     # No router: every request is __unmatched__; statuses 100-599 plus "other".
     bound = 1 * len(METHOD_LABELS) * (500 + 1)
     assert bound > DEFAULT_MAX_LABEL_SETS  # so this flood is stopped by the cap
     for family in ("http_requests_total", "http_request_duration_seconds_count"):
-        series = samples(text, family)
+        series = series_of(text, family)
         assert len(series) == DEFAULT_MAX_LABEL_SETS
         assert sum(series.values()) == count == n  # folded, not dropped
         overflow = dict.fromkeys(("method", "route", "status"), OVERFLOW)
@@ -190,18 +191,18 @@ def test_cap_holds_for_a_resolver_returning_raw_paths(caplog: pytest.LogCaptureF
     async def flood() -> None:
         for index in range(1_000):
             _sent, exc = await call_asgi(
-                app, http_scope("/200", query_string=str(index).encode())
+                app, uvicorn_scope("/200", query_string=str(index).encode())
             )
             assert exc is None
 
     asyncio.run(flood())
-    _, text = asyncio.run(scrape(app))
+    _, text = asyncio.run(fetch_metrics(app))
     for family in (
         "http_requests_total",
         "http_request_duration_seconds_count",
         "http_request_time_to_first_byte_seconds_count",
     ):
-        series = samples(text, family)
+        series = series_of(text, family)
         assert len(series) == 50, family
         assert sum(series.values()) == 1_000
     assert app.recorder.store.label_set_count("requests") == 50

@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from asgi_metrics import MetricsMiddleware
-from tests.support.hardening import call_asgi
+from tests.support.asgi import call_asgi
 
 OPTIONAL_KEYS = (
     "asgi", "http_version", "method", "scheme", "path", "raw_path", "root_path",

@@ -23,7 +23,8 @@ from asgi_metrics import (
 )
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.scrape import Exposition
-from tests.support.hardening import call_asgi, http_scope, samples, scrape
+from tests.support.asgi import call_asgi, fetch_metrics, uvicorn_scope
+from tests.support.scrape import series_of
 
 TOKEN = "tok-3f9a"  # not a real secret
 
@@ -62,20 +63,20 @@ def test_credentials_are_required_and_failures_are_not_app_traffic(
     ]
 
     async def go() -> None:
-        sent, _ = await call_asgi(app, http_scope("/hello"))
+        sent, _ = await call_asgi(app, uvicorn_scope("/hello"))
         assert sent[0]["status"] == 200
         for bad in bad_values:
             headers = [] if bad is None else [(b"authorization", bad)]
-            sent, exc = await call_asgi(app, http_scope("/metrics", headers=headers))
+            sent, exc = await call_asgi(app, uvicorn_scope("/metrics", headers=headers))
             assert exc is None
             assert sent[0]["status"] == 401, bad
             assert (b"www-authenticate", challenge.encode()) in sent[0]["headers"]
             body = sent[1]["body"]
             assert b"http_requests_total" not in body
-        status, text = await scrape(app, [(b"authorization", good)])
+        status, text = await fetch_metrics(app, [(b"authorization", good)])
         assert status == 200
         # Only the one app request: neither the 401s nor the scrapes are counted.
-        assert sum(samples(text, "http_requests_total").values()) == 1
+        assert sum(series_of(text, "http_requests_total").values()) == 1
 
     asyncio.run(go())
 
@@ -135,8 +136,9 @@ def test_mounted_metrics_app_takes_credentials() -> None:
     app = metrics_app(CollectorRegistry(), bearer_token=TOKEN)
 
     async def go() -> None:
-        assert (await scrape(app))[0] == 401
-        assert (await scrape(app, [(b"authorization", b"Bearer " + TOKEN.encode())]))[0] == 200
+        assert (await fetch_metrics(app))[0] == 401
+        bearer = [(b"authorization", b"Bearer " + TOKEN.encode())]
+        assert (await fetch_metrics(app, bearer))[0] == 200
 
     asyncio.run(go())
 
@@ -156,9 +158,9 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str
 def test_separate_listener_serves_the_middleware_store_only_there() -> None:
     registry = CollectorRegistry()
     app = MetricsMiddleware(_hello, registry=registry, metrics_path=None)
-    asyncio.run(call_asgi(app, http_scope("/hello")))
+    asyncio.run(call_asgi(app, uvicorn_scope("/hello")))
     # The public app has no /metrics at all.
-    sent, _ = asyncio.run(call_asgi(app, http_scope("/metrics")))
+    sent, _ = asyncio.run(call_asgi(app, uvicorn_scope("/metrics")))
     assert sent[1]["body"] == b"hi"
     with start_metrics_server(0, registry=registry) as server:
         assert server.port > 0 and server.addr == "127.0.0.1"
@@ -166,7 +168,7 @@ def test_separate_listener_serves_the_middleware_store_only_there() -> None:
         assert status == 200
         assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = body.decode()
-        totals = samples(text, "http_requests_total")
+        totals = series_of(text, "http_requests_total")
         # the app request and the /metrics request that the public app passed through
         assert sum(totals.values()) == 2
         status, headers, body = _get(server.url, {"Accept-Encoding": "gzip"})
@@ -261,8 +263,8 @@ def test_asgi_scrape_storm_shares_renderings_and_does_not_block_the_loop() -> No
                 ticks += 1
 
         tick_task = asyncio.create_task(ticker())
-        calls = [call_asgi(endpoint, http_scope("/metrics")) for _ in range(10)]
-        calls += [call_asgi(endpoint, http_scope(
+        calls = [call_asgi(endpoint, uvicorn_scope("/metrics")) for _ in range(10)]
+        calls += [call_asgi(endpoint, uvicorn_scope(
             "/metrics", headers=[(b"accept-encoding", b"gzip")]))]
         started = time.perf_counter()
         outcomes = await asyncio.gather(*calls)
@@ -285,8 +287,8 @@ def test_asgi_scrapes_of_different_formats_render_separately() -> None:
 
     async def go() -> None:
         openmetrics = [(b"accept", b"application/openmetrics-text; version=1.0.0")]
-        calls = [call_asgi(endpoint, http_scope("/metrics")) for _ in range(3)]
-        calls += [call_asgi(endpoint, http_scope("/metrics", headers=openmetrics))
+        calls = [call_asgi(endpoint, uvicorn_scope("/metrics")) for _ in range(3)]
+        calls += [call_asgi(endpoint, uvicorn_scope("/metrics", headers=openmetrics))
                   for _ in range(3)]
         outcomes = await asyncio.gather(*calls)
         assert all(sent[0]["status"] == 200 for sent, _ in outcomes)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.hardening import samples
+from tests.support.scrape import series_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
@@ -54,7 +54,7 @@ def server() -> Any:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_METRICS_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.support.soak_app:app",
+        [sys.executable, "-m", "uvicorn", "tests.support.apps.soak:app",
          "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
          "--log-level", "critical"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -87,8 +87,8 @@ def _hang_up(port: int) -> None:
 
 def _totals(base: str) -> tuple[float, float]:
     text = httpx.get(base + "/metrics", timeout=10).text
-    total = sum(samples(text, "http_requests_total").values())
-    in_flight = sum(samples(text, "http_requests_in_flight").values())
+    total = sum(series_of(text, "http_requests_total").values())
+    in_flight = sum(series_of(text, "http_requests_in_flight").values())
     return total, in_flight
 
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.hardening import samples
-from tests.wsgi_support import environ as make_environ
+from tests.support.scrape import series_of
+from tests.support.wsgi import environ as make_environ
 from wsgi_metrics import MetricsMiddleware
 
 TOKEN = "wsgi-tok-1"  # not a real secret
@@ -80,7 +80,7 @@ def test_wsgi_metrics_credentials(options: dict[str, Any], good: str) -> None:
         assert b"http_requests_total" not in b"".join(chunks)
     calls, chunks, _ = _call(app, make_environ("/metrics", HTTP_AUTHORIZATION=good))
     assert calls[0][0] == "200 OK"
-    assert sum(samples(b"".join(chunks).decode(), "http_requests_total").values()) == 1
+    assert sum(series_of(b"".join(chunks).decode(), "http_requests_total").values()) == 1
 
 
 OPTIONAL = (

@@ -16,17 +16,8 @@ from starlette.routing import Mount, Route
 import asgi_metrics.routes.starlette as starlette_routes
 from asgi_metrics import OTHER_METHOD, UNMATCHED_ROUTE
 from asgi_metrics.core.labels import KNOWN_METHODS
-from tests.helpers import (
-    REQUEST,
-    drive,
-    get_all,
-    http_scope,
-    requests,
-    routes,
-    samples,
-    scrape,
-    wrap,
-)
+from tests.support.asgi import drive, get_all, http_scope, scrape, wrap
+from tests.support.scrape import REQUEST, request_count, routes, samples
 
 pytestmark = pytest.mark.anyio
 
@@ -66,10 +57,10 @@ async def test_known_methods_keep_their_value_and_are_case_sensitive() -> None:
     for method in ("GET", "POST", "PATCH", "get", "Post"):
         await drive(app, http_scope("/", method=method))
     families = await scrape(app)
-    assert requests(families, "/", "GET") == 1
-    assert requests(families, "/", "POST") == 1
-    assert requests(families, "/", "PATCH") == 1
-    assert requests(families, "/", OTHER_METHOD, "405") == 2
+    assert request_count(families, "/", "GET") == 1
+    assert request_count(families, "/", "POST") == 1
+    assert request_count(families, "/", "PATCH") == 1
+    assert request_count(families, "/", OTHER_METHOD, "405") == 2
 
 
 async def test_plain_asgi_app_is_unmatched() -> None:
@@ -88,8 +79,8 @@ async def test_route_resolver_names_the_route_of_a_plain_asgi_app() -> None:
     app = wrap(raw_app, route_resolver=resolver)
     assert await get_all(app, ["/users/1", "/users/2", "/other"]) == [200, 200, 200]
     families = await scrape(app)
-    assert requests(families, "/users/{id}") == 2
-    assert requests(families, UNMATCHED_ROUTE) == 1
+    assert request_count(families, "/users/{id}") == 2
+    assert request_count(families, UNMATCHED_ROUTE) == 1
 
 
 async def test_route_resolver_replaces_the_builtin_lookup() -> None:
@@ -130,11 +121,11 @@ async def test_route_index_is_built_once(monkeypatch: pytest.MonkeyPatch) -> Non
     assert statuses.count(404) == 40
     assert len(built) == 1
     families = await scrape(app)
-    assert requests(families, "/a/items/{item_id}") == 20
-    assert requests(families, "/b/items/{item_id}") == 20
-    assert requests(families, "/plain/{p}") == 20
-    assert requests(families, "/sub/{s}/r/{q}") == 20
-    assert requests(families, UNMATCHED_ROUTE, status="404") == 40
+    assert request_count(families, "/a/items/{item_id}") == 20
+    assert request_count(families, "/b/items/{item_id}") == 20
+    assert request_count(families, "/plain/{p}") == 20
+    assert request_count(families, "/sub/{s}/r/{q}") == 20
+    assert request_count(families, UNMATCHED_ROUTE, status="404") == 40
 
 
 class CountingRoute(Route):
@@ -166,6 +157,6 @@ async def test_middleware_does_not_rerun_route_matching() -> None:
     await get_all(app, paths)
     assert CountingRoute.calls == bare_calls
     families = await scrape(app)
-    assert requests(families, "/first/{a}") == 10
-    assert requests(families, "/m/{b}/second/{c}") == 10
-    assert requests(families, "/third", status="405") == 10
+    assert request_count(families, "/first/{a}") == 10
+    assert request_count(families, "/m/{b}/second/{c}") == 10
+    assert request_count(families, "/third", status="405") == 10

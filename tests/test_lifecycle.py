@@ -15,19 +15,15 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from asgi_metrics import MetricsMiddleware
-from tests.helpers import (
+from tests.support.asgi import client, drive, http_scope, scrape, wrap
+from tests.support.scrape import (
     DURATION,
     EXCEPTIONS,
     IN_FLIGHT,
-    client,
-    drive,
-    http_scope,
-    in_flight,
-    requests,
+    in_flight_sum,
+    request_count,
     sample,
     samples,
-    scrape,
-    wrap,
 )
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +52,7 @@ async def test_streaming_response_is_timed_in_full() -> None:
     messages = await drive(app, http_scope("/stream"))
     assert b"".join(m.get("body", b"") for m in messages) == b"chunk" * 4
     families = await scrape(app)
-    assert requests(families, "/stream") == 1
+    assert request_count(families, "/stream") == 1
     assert duration_sum(families, "/stream") >= 0.2
 
 
@@ -73,7 +69,7 @@ async def test_background_tasks_are_not_timed() -> None:
     await drive(app, http_scope("/bg"))
     assert loop.time() - started >= 0.3  # the task did run inside the app call
     families = await scrape(app)
-    assert requests(families, "/bg") == 1
+    assert request_count(families, "/bg") == 1
     assert duration_sum(families, "/bg") < 0.15
 
 
@@ -90,11 +86,11 @@ async def test_exception_before_the_response_is_500_and_reraised_unchanged() -> 
         await drive(inner, http_scope("/fail"))
     assert raised.value is error
     families = await scrape(inner)
-    assert requests(families, "/fail", status="500") == 1
+    assert request_count(families, "/fail", status="500") == 1
     assert sample(
         families, EXCEPTIONS, {"method": "GET", "route": "/fail", "exception_type": "Boom"}
     ) == 1
-    assert in_flight(families) == 0
+    assert in_flight_sum(families) == 0
 
 
 async def test_exception_from_a_plain_asgi_app_is_reraised_unchanged() -> None:
@@ -108,13 +104,13 @@ async def test_exception_from_a_plain_asgi_app_is_reraised_unchanged() -> None:
         await drive(app, http_scope("/x"))
     assert raised.value is error
     families = await scrape(app)
-    assert requests(families, "__unmatched__", status="500") == 1
+    assert request_count(families, "__unmatched__", status="500") == 1
     assert sample(
         families,
         EXCEPTIONS,
         {"method": "GET", "route": "__unmatched__", "exception_type": "Boom"},
     ) == 1
-    assert in_flight(families) == 0
+    assert in_flight_sum(families) == 0
 
 
 async def test_exception_when_wrapping_the_whole_starlette_app() -> None:
@@ -125,7 +121,7 @@ async def test_exception_when_wrapping_the_whole_starlette_app() -> None:
     with pytest.raises(Boom):
         await drive(app, http_scope("/fail"))
     families = await scrape(app)
-    assert requests(families, "/fail", status="500") == 1
+    assert request_count(families, "/fail", status="500") == 1
     assert sample(
         families, EXCEPTIONS, {"method": "GET", "route": "/fail", "exception_type": "Boom"}
     ) == 1
@@ -145,14 +141,14 @@ async def test_exception_after_the_response_started_keeps_the_sent_status() -> N
         await drive(app, http_scope("/stream"), sent=sent)
     assert sent[0]["status"] == 206
     families = await scrape(app)
-    assert requests(families, "/stream", status="206") == 1
+    assert request_count(families, "/stream", status="206") == 1
     assert samples(families, "http_requests_total") == [
         ({"method": "GET", "route": "/stream", "status": "206"}, 1.0)
     ]
     assert sample(
         families, EXCEPTIONS, {"method": "GET", "route": "/stream", "exception_type": "Boom"}
     ) == 1
-    assert in_flight(families) == 0
+    assert in_flight_sum(families) == 0
 
 
 async def test_client_disconnect_before_the_response_is_499() -> None:
@@ -184,12 +180,12 @@ async def test_client_disconnect_before_the_response_is_499() -> None:
     families = await scrape(app)
     statuses = {labels["status"] for labels, _ in samples(families, "http_requests_total")}
     assert statuses == {"499"}, samples(families, "http_requests_total")
-    assert requests(families, "/read", "POST", "499") == 1
-    assert requests(families, "/wait", "GET", "499") == 1
-    assert in_flight(families) == 0
+    assert request_count(families, "/read", "POST", "499") == 1
+    assert request_count(families, "/wait", "GET", "499") == 1
+    assert in_flight_sum(families) == 0
     raw_families = await scrape(raw)
-    assert requests(raw_families, "__unmatched__", status="499") == 1
-    assert in_flight(raw_families) == 0
+    assert request_count(raw_families, "__unmatched__", status="499") == 1
+    assert in_flight_sum(raw_families) == 0
 
 
 async def test_cancellation_before_the_response_is_499_and_propagates() -> None:
@@ -209,7 +205,7 @@ async def test_cancellation_before_the_response_is_499_and_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     families = await scrape(app)
-    assert requests(families, "/slow", status="499") == 1
+    assert request_count(families, "/slow", status="499") == 1
     assert sample(families, IN_FLIGHT, {"method": "GET"}) == 0
     assert samples(families, EXCEPTIONS) == []
 
@@ -232,9 +228,9 @@ async def test_in_flight_is_one_during_a_slow_request_and_zero_after() -> None:
         assert (await pending).status_code == 200
     after = await scrape(app)
     assert sample(during, IN_FLIGHT, {"method": "POST"}) == 1
-    assert in_flight(during) == 1
+    assert in_flight_sum(during) == 1
     assert sample(after, IN_FLIGHT, {"method": "POST"}) == 0
-    assert requests(after, "/slow", "POST") == 1
+    assert request_count(after, "/slow", "POST") == 1
 
 
 async def test_app_returning_without_a_response() -> None:
@@ -245,8 +241,8 @@ async def test_app_returning_without_a_response() -> None:
     assert await drive(app, http_scope("/")) == []
     families = await scrape(app)
     # The server answers 500 for an app that sent nothing.
-    assert requests(families, "__unmatched__", status="500") == 1
-    assert in_flight(families) == 0
+    assert request_count(families, "__unmatched__", status="500") == 1
+    assert in_flight_sum(families) == 0
 
 
 async def test_recording_failure_leaves_the_request_alone_and_logs_once(
@@ -271,5 +267,5 @@ async def test_recording_failure_leaves_the_request_alone_and_logs_once(
     assert records[0].levelname == "ERROR"
     assert "resolver bug" in caplog.text
     families = await scrape(app)
-    assert requests(families, "__unmatched__") == 3
-    assert in_flight(families) == 0
+    assert request_count(families, "__unmatched__") == 3
+    assert in_flight_sum(families) == 0

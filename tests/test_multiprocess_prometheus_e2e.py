@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.prometheus_server import PrometheusServer
-from tests.support.servers import ROOT, Server, get, gunicorn, uvicorn
+from tests.support.servers import Server, gunicorn, http_get, uvicorn
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc"), reason="needs Linux /proc")
 
@@ -38,11 +39,11 @@ def instances(tmp_path: Path) -> dict[str, tuple[list[str], str | None]]:
     gunicorn_dir.mkdir()
     uvicorn_dir.mkdir()
     return {
-        "gunicorn-sync-3": (gunicorn("tests.apps.wsgi_app:app", "-w", "3", "-k", "sync",
-                                     "--timeout", "60"), str(gunicorn_dir)),
-        "uvicorn-workers-2": (uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
+        "gunicorn-sync-3": (gunicorn("tests.support.apps.multiprocess_wsgi:app", "-w", "3",
+                                     "-k", "sync", "--timeout", "60"), str(gunicorn_dir)),
+        "uvicorn-workers-2": (uvicorn("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
                               str(uvicorn_dir)),
-        "uvicorn-single": (uvicorn("tests.apps.asgi_app:app"), None),
+        "uvicorn-single": (uvicorn("tests.support.apps.multiprocess_asgi:app"), None),
     }
 
 
@@ -66,7 +67,7 @@ def send(server: Server) -> dict[str, int]:
         + ["/pid"] * PIDS + ["/boom"] * BOOMS
     )
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(lambda path: get(server.url + path)[0], paths))
+        statuses = list(pool.map(lambda path: http_get(server.url + path)[0], paths))
     assert statuses.count(500) == FLAKY // 4 + BOOMS
     return {"/flaky/{n}": FLAKY, "/sleep/{ms}": SLEEPY, "/pid": PIDS, "/boom": BOOMS}
 
@@ -84,7 +85,7 @@ def test_real_prometheus_sees_the_known_traffic(
     # (a series' first sample is not one).
     for server in servers.values():
         for path in ("/flaky/1", "/sleep/120", "/pid", "/flaky/0", "/boom"):
-            get(server.url + path)
+            http_get(server.url + path)
     warmup = {"/flaky/{n}": 2, "/sleep/{ms}": 1, "/pid": 1, "/boom": 1}
     prometheus.wait_for(
         lambda: prometheus.query("sum(http_requests_total)")

@@ -18,18 +18,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.prometheus_server import free_port
-from tests.support.servers import BIN, Server, get, gunicorn, samples, total, uvicorn
+from tests.support.scrape import samples_by_label_string, total
+from tests.support.servers import BIN, Server, gunicorn, http_get, uvicorn
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc"), reason="needs Linux /proc")
 
 SERVERS = {
-    "gunicorn-sync": gunicorn("tests.apps.wsgi_app:app", "-w", "3", "-k", "sync",
+    "gunicorn-sync": gunicorn("tests.support.apps.multiprocess_wsgi:app", "-w", "3", "-k", "sync",
                               "--timeout", "120"),
-    "gunicorn-gthread": gunicorn("tests.apps.wsgi_app:app", "-w", "2", "-k", "gthread",
-                                 "--threads", "4", "--timeout", "120"),
-    "gunicorn-uvicorn-worker": gunicorn("tests.apps.asgi_app:app", "-w", "2", "-k",
+    "gunicorn-gthread": gunicorn("tests.support.apps.multiprocess_wsgi:app", "-w", "2",
+                                 "-k", "gthread", "--threads", "4", "--timeout", "120"),
+    "gunicorn-uvicorn-worker": gunicorn("tests.support.apps.multiprocess_asgi:app", "-w", "2", "-k",
                                         "uvicorn.workers.UvicornWorker", "--timeout", "120"),
-    "uvicorn-workers": uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
+    "uvicorn-workers": uvicorn("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
 }
 
 
@@ -51,7 +52,7 @@ def send_traffic(server: Server, count: int) -> tuple[dict[str, int], set[int]]:
     pids: set[int] = set()
     for index in range(count):
         path, route = [("/pid", "/pid"), ("/fail", "/fail"), ("/sleep/1", "/sleep/{ms}")][index % 3]
-        status, body = get(server.url + path)
+        status, body = http_get(server.url + path)
         assert status in (200, 500)
         if path == "/pid":
             pids.add(int(body))
@@ -119,7 +120,7 @@ def test_kill_9_mid_request(server: Server) -> None:
         time.sleep(0.2)
     after = assert_every_scrape_shows(server, sent, scrapes=6)
     for name in ("http_requests_total", "http_request_duration_seconds_bucket"):
-        assert samples(after, name) == samples(before, name)
+        assert samples_by_label_string(after, name) == samples_by_label_string(before, name)
     # The server replaces the worker and keeps counting from where the total was.
     more, _ = send_traffic(server, 15)
     assert_every_scrape_shows(server, {k: sent[k] + more[k] for k in sent})
@@ -127,7 +128,7 @@ def test_kill_9_mid_request(server: Server) -> None:
 
 def _ignore_errors(url: str) -> None:
     with contextlib.suppress(OSError):
-        get(url, timeout=90)
+        http_get(url, timeout=90)
 
 
 # Not with UvicornWorker: a recycled uvicorn worker resets connections it has accepted
@@ -136,7 +137,8 @@ def _ignore_errors(url: str) -> None:
 def test_max_requests_recycling_keeps_totals_and_bounds_files(
     worker: str, tmp_path: Path
 ) -> None:
-    argv = gunicorn("tests.apps.wsgi_app:app", "-w", "2", "-k", worker, "--max-requests", "4")
+    argv = gunicorn("tests.support.apps.multiprocess_wsgi:app", "-w", "2", "-k", worker,
+                    "--max-requests", "4")
     with Server(argv, multiproc_dir=str(tmp_path)) as server:
         sent: dict[str, int] = {"/pid": 0, "/fail": 0, "/sleep/{ms}": 0}
         pids: set[int] = set()
@@ -170,8 +172,8 @@ def our_families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[Any, .
 
 
 @pytest.mark.parametrize("app,worker", [
-    ("tests.apps.wsgi_app:app", "sync"),
-    ("tests.apps.asgi_app:app", "uvicorn.workers.UvicornWorker"),
+    ("tests.support.apps.multiprocess_wsgi:app", "sync"),
+    ("tests.support.apps.multiprocess_asgi:app", "uvicorn.workers.UvicornWorker"),
 ], ids=["sync", "uvicorn-worker"])
 def test_master_listener_shows_what_a_worker_shows(app: str, worker: str, tmp_path: Path) -> None:
     """``start_metrics_server`` in the gunicorn arbiter (no middleware there) shows the
@@ -179,13 +181,13 @@ def test_master_listener_shows_what_a_worker_shows(app: str, worker: str, tmp_pa
     included."""
     port = free_port()
     argv = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "--config",
-            "python:tests.apps.gunicorn_master_metrics_conf", "-w", "3", "-k", worker,
+            "python:tests.support.apps.gunicorn_master_metrics_conf", "-w", "3", "-k", worker,
             "--timeout", "120", app]
     master_url = f"http://127.0.0.1:{port}/metrics"
     with Server(argv, env={"MASTER_METRICS_PORT": str(port)},
                 multiproc_dir=str(tmp_path)) as server:
         # Before any request: the worker shows its request counter with no samples yet.
-        status, master = get(master_url)
+        status, master = http_get(master_url)
         assert status == 200, master
         assert our_families(master) == our_families(server.metrics())
         assert "http_requests" in our_families(master)
@@ -193,7 +195,7 @@ def test_master_listener_shows_what_a_worker_shows(app: str, worker: str, tmp_pa
         assert len(pids) >= 2, "all requests went to one worker"
         assert_every_scrape_shows(server, sent, scrapes=3)
         for _ in range(3):  # a worker each time, chosen by the kernel
-            status, master = get(master_url)
+            status, master = http_get(master_url)
             assert status == 200, master
             assert total(master, "http_requests_total") == sum(sent.values())
             for route, count in sent.items():

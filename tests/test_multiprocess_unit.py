@@ -28,7 +28,8 @@ from asgi_metrics.multiprocess.directory import (
     derived_counters,
     detect_workers,
 )
-from tests.support.servers import ROOT, Server, granian, gunicorn, hypercorn, uvicorn
+from tests.support.paths import ROOT
+from tests.support.servers import Server, granian, gunicorn, hypercorn, uvicorn
 
 LES = ["0.1", "1.0", "+Inf"]
 
@@ -393,11 +394,13 @@ def test_detect_workers_never_raises_on_odd_input(monkeypatch: Any) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    gunicorn("tests.apps.asgi_app:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker"),
-    uvicorn("tests.apps.asgi_app:app", "--workers", "2"),
+    gunicorn("tests.support.apps.multiprocess_asgi:app", "-w", "2",
+             "-k", "uvicorn.workers.UvicornWorker"),
+    uvicorn("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
 ], ids=["gunicorn", "uvicorn"])
 def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:
-    argv = [arg for arg in argv if arg not in ("--config", "python:tests.apps.gunicorn_conf")]
+    argv = [arg for arg in argv
+            if arg not in ("--config", "python:tests.support.apps.gunicorn_conf")]
     with Server(argv) as server:
         server.metrics()
         output = server.output()
@@ -414,8 +417,8 @@ def _outputs_of(argv: list[str], env: dict[str, str] | None = None) -> tuple[str
 
 
 @pytest.mark.parametrize("argv", [
-    granian("tests.apps.asgi_app:app", "--workers", "2"),
-    hypercorn("tests.apps.asgi_app:app", "-w", "2"),
+    granian("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
+    hypercorn("tests.support.apps.multiprocess_asgi:app", "-w", "2"),
 ], ids=["granian", "hypercorn"])
 def test_granian_and_hypercorn_workers_without_directory_warn_loudly(argv: list[str]) -> None:
     stderr, stdout = _outputs_of(argv)
@@ -424,7 +427,8 @@ def test_granian_and_hypercorn_workers_without_directory_warn_loudly(argv: list[
 
 
 def test_granian_workers_from_the_environment_warn_loudly() -> None:
-    stderr, _ = _outputs_of(granian("tests.apps.asgi_app:app"), {"GRANIAN_WORKERS": "2"})
+    stderr, _ = _outputs_of(granian("tests.support.apps.multiprocess_asgi:app"),
+                            {"GRANIAN_WORKERS": "2"})
     assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
     assert "GRANIAN_WORKERS=2" in stderr
 
@@ -434,16 +438,17 @@ def test_hypercorn_workers_from_a_config_file_warn_loudly(tmp_path: Path) -> Non
     # (its third child, multiprocessing's resource tracker, is not a worker).
     config = tmp_path / "hypercorn.toml"
     config.write_text("workers = 2\n")
-    stderr, _ = _outputs_of(hypercorn("tests.apps.asgi_app:app", "--config", str(config)))
+    stderr, _ = _outputs_of(
+        hypercorn("tests.support.apps.multiprocess_asgi:app", "--config", str(config)))
     assert "PROMETHEUS_MULTIPROC_DIR is not set" in stderr, stderr
     assert "2 worker children" in stderr
 
 
 @pytest.mark.parametrize("argv", [
-    granian("tests.apps.asgi_app:app", "--workers", "1"),
-    granian("tests.apps.asgi_app:app"),
-    hypercorn("tests.apps.asgi_app:app", "-w", "1"),
-    hypercorn("tests.apps.asgi_app:app"),
+    granian("tests.support.apps.multiprocess_asgi:app", "--workers", "1"),
+    granian("tests.support.apps.multiprocess_asgi:app"),
+    hypercorn("tests.support.apps.multiprocess_asgi:app", "-w", "1"),
+    hypercorn("tests.support.apps.multiprocess_asgi:app"),
 ], ids=["granian-1", "granian-default", "hypercorn-1", "hypercorn-default"])
 def test_one_worker_does_not_warn(argv: list[str]) -> None:
     stderr, stdout = _outputs_of(argv)
@@ -549,13 +554,13 @@ READER = """
     from prometheus_client import CollectorRegistry, generate_latest
     from asgi_metrics import start_metrics_server
     from asgi_metrics.multiprocess import DirectoryCollector
-    from tests.support.servers import get
+    from tests.support.servers import http_get
 
     registry = CollectorRegistry()
     DirectoryCollector(registry=registry)
     sys.stdout.write(generate_latest(registry).decode() + "\\n--END--\\n")
     with start_metrics_server(0, registry=CollectorRegistry()) as server:
-        status, body = get(server.url)
+        status, body = http_get(server.url)
         assert status == 200, body
         sys.stdout.write(body)
 """

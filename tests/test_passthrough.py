@@ -19,7 +19,8 @@ from starlette.websockets import WebSocket
 
 from asgi_metrics import OTHER_METHOD, UNMATCHED_ROUTE
 from asgi_metrics.core.labels import KNOWN_METHODS
-from tests.helpers import REQUEST, drive, http_scope, samples, scrape, wrap
+from tests.support.asgi import drive, http_scope, scrape, wrap
+from tests.support.scrape import REQUEST, samples
 
 pytestmark = pytest.mark.anyio
 

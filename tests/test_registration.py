@@ -22,7 +22,8 @@ from starlette.routing import Route
 import wsgi_metrics
 from asgi_metrics import ConfigurationError, MetricsMiddleware
 from asgi_metrics.exposition.collector import iter_registered
-from tests.helpers import get_all, parse, sample
+from tests.support.asgi import get_all
+from tests.support.scrape import parse_families, sample
 from wsgi_metrics.flask import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -50,7 +51,7 @@ def starlette_app(**options: Any) -> Starlette:
 
 
 def exposed(registry: CollectorRegistry) -> Any:
-    return parse(generate_latest(registry).decode())
+    return parse_families(generate_latest(registry).decode())
 
 
 # Pairs of option sets for two apps built one after the other: every name of the first

@@ -27,10 +27,10 @@ from starlette.routing import Route
 from werkzeug.serving import make_server
 
 from asgi_metrics.core.rules import declared_length as declared_body_size
-from tests.apps.body_app import WAYS, create_app
-from tests.helpers import client, sample, scrape, wrap
+from tests.support.apps.wsgi_body import WAYS, create_app
+from tests.support.asgi import client, scrape, wrap
+from tests.support.scrape import parse_samples, sample
 from tests.support.servers import Server, gunicorn
-from tests.wsgi_support import parse
 from wsgi_metrics import MetricsMiddleware
 from wsgi_metrics.flask import Metrics
 
@@ -46,7 +46,7 @@ def recorded(metrics: Callable[[], str], counts: dict[str, int]) -> Any:
     samples, to check exactly."""
     deadline = time.monotonic() + 5
     while True:
-        samples = parse(metrics())
+        samples = parse_samples(metrics())
         if all(size_of(samples, route)[1] >= count for route, count in counts.items()):
             return samples
         if time.monotonic() > deadline:
@@ -184,7 +184,7 @@ def test_flask_declared_size_counts_even_when_the_app_never_reads() -> None:
     http = app.test_client()
     assert http.post("/ignore", data=BODY).status_code == 200
     assert http.post("/data", data=BODY).data == BODY
-    samples = parse(http.get("/metrics").text)
+    samples = parse_samples(http.get("/metrics").text)
     assert size_of(samples, "/ignore") == (9, 1)
     assert size_of(samples, "/data") == (9, 1)
 
@@ -268,7 +268,7 @@ def test_wsgi_chunked_body_under_werkzeug() -> None:
 
 def test_wsgi_chunked_body_under_gunicorn(tmp_path: Path) -> None:
     # The helpers' gunicorn config is the multiprocess recipe: one worker, its directory.
-    argv = gunicorn("tests.apps.body_app:create_app()", "-w", "1", "-k", "sync")
+    argv = gunicorn("tests.support.apps.wsgi_body:create_app()", "-w", "1", "-k", "sync")
     env = {"HTTP_METRICS_REQUEST_SIZE": "true"}
     with Server(argv, env=env, multiproc_dir=str(tmp_path)) as server:
         check_every_way(lambda *args: send(server.port, *args), server.metrics)

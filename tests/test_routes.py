@@ -13,18 +13,8 @@ from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 
 from asgi_metrics import UNMATCHED_ROUTE
-from tests.helpers import (
-    REQUEST,
-    client,
-    drive,
-    get_all,
-    http_scope,
-    requests,
-    routes,
-    samples,
-    scrape,
-    wrap,
-)
+from tests.support.asgi import client, drive, get_all, http_scope, scrape, wrap
+from tests.support.scrape import REQUEST, request_count, routes, samples
 
 pytestmark = pytest.mark.anyio
 
@@ -78,11 +68,11 @@ async def test_fastapi_include_router_prefixes_nested_and_included_twice() -> No
     )
     assert statuses == [200] * 7
     families = await scrape(app)
-    assert requests(families, "/v1/items/{item_id}") == 2
-    assert requests(families, "/v2/items/{item_id}") == 1
-    assert requests(families, "/v1/users/{user_id}/notes/{note_id}") == 1
-    assert requests(families, "/v2/users/{user_id}/notes/{note_id}") == 2
-    assert requests(families, "/") == 1
+    assert request_count(families, "/v1/items/{item_id}") == 2
+    assert request_count(families, "/v2/items/{item_id}") == 1
+    assert request_count(families, "/v1/users/{user_id}/notes/{note_id}") == 1
+    assert request_count(families, "/v2/users/{user_id}/notes/{note_id}") == 2
+    assert request_count(families, "/") == 1
     assert routes(families) == {
         "/v1/items/{item_id}",
         "/v2/items/{item_id}",
@@ -97,8 +87,8 @@ async def test_fastapi_405_on_known_path_is_labelled_with_its_template() -> None
     assert await get_all(app, ["/v2/items/1"], method="DELETE") == [405]
     assert await get_all(app, ["/v1/items"], method="GET") == [405]
     families = await scrape(app)
-    assert requests(families, "/v2/items/{item_id}", "DELETE", "405") == 1
-    assert requests(families, "/v1/items", "GET", "405") == 1
+    assert request_count(families, "/v2/items/{item_id}", "DELETE", "405") == 1
+    assert request_count(families, "/v1/items", "GET", "405") == 1
     assert routes(families) == {"/v2/items/{item_id}", "/v1/items"}
 
 
@@ -106,7 +96,7 @@ async def test_starlette_405_on_known_path() -> None:
     app = wrap(Starlette(routes=[Route("/things/{thing_id}", hello, methods=["GET"])]))
     assert await get_all(app, ["/things/9"], method="POST") == [405]
     families = await scrape(app)
-    assert requests(families, "/things/{thing_id}", "POST", "405") == 1
+    assert request_count(families, "/things/{thing_id}", "POST", "405") == 1
 
 
 async def test_nested_mounts_are_joined() -> None:
@@ -128,7 +118,7 @@ async def test_mounted_sub_application_with_parameter_in_prefix() -> None:
     app = wrap(app)
     assert await get_all(app, ["/tenants/t1/items/1", "/tenants/t2/items/2"]) == [200, 200]
     families = await scrape(app)
-    assert requests(families, "/tenants/{tenant_id}/items/{item_id}") == 2
+    assert request_count(families, "/tenants/{tenant_id}/items/{item_id}") == 2
     assert routes(families) == {"/tenants/{tenant_id}/items/{item_id}"}
 
 
@@ -139,8 +129,8 @@ async def test_sub_application_mounted_in_fastapi() -> None:
     app = wrap(api)
     assert await get_all(app, ["/tenants/t1/items/1", "/tenants/t1/nothing"]) == [200, 404]
     families = await scrape(app)
-    assert requests(families, "/tenants/{tenant_id}/items/{item_id}") == 1
-    assert requests(families, UNMATCHED_ROUTE, status="404") == 1
+    assert request_count(families, "/tenants/{tenant_id}/items/{item_id}") == 1
+    assert request_count(families, UNMATCHED_ROUTE, status="404") == 1
     assert len(families[REQUEST.removesuffix("_total")].samples) == 2
 
 
@@ -196,8 +186,8 @@ async def test_plain_starlette_route_inside_included_router() -> None:
     app = wrap(api)
     assert await get_all(app, ["/p1/plain/a", "/p2/plain/b", "/p2/plain/c"]) == [200] * 3
     families = await scrape(app)
-    assert requests(families, "/p1/plain/{name}") == 1
-    assert requests(families, "/p2/plain/{name}") == 2
+    assert request_count(families, "/p1/plain/{name}") == 1
+    assert request_count(families, "/p2/plain/{name}") == 2
 
 
 async def test_routes_added_after_the_first_request() -> None:
@@ -225,11 +215,11 @@ async def test_routes_added_after_the_first_request() -> None:
     statuses = await get_all(app, ["/later/2", "/late/thing/x", "/starlette-late/y"])
     assert statuses == [200, 200, 200]
     families = await scrape(app)
-    assert requests(families, "/first") == 1
-    assert requests(families, UNMATCHED_ROUTE, status="404") == 1
-    assert requests(families, "/later/{n}") == 1
-    assert requests(families, "/late/thing/{t}") == 1
-    assert requests(families, "/starlette-late/{s}") == 1
+    assert request_count(families, "/first") == 1
+    assert request_count(families, UNMATCHED_ROUTE, status="404") == 1
+    assert request_count(families, "/later/{n}") == 1
+    assert request_count(families, "/late/thing/{t}") == 1
+    assert request_count(families, "/starlette-late/{s}") == 1
 
 
 async def test_starlette_routes_added_after_the_first_request() -> None:
@@ -259,9 +249,9 @@ async def test_mounted_opaque_apps_are_labelled_with_the_mount_template(
     statuses = await get_all(app, ["/static/app.css", "/static/missing.css", "/raw/t/any/thing"])
     assert statuses == [200, 404, 200]
     families = await scrape(app)
-    assert requests(families, "/static/{path:path}") == 1
-    assert requests(families, "/static/{path:path}", status="404") == 1
-    assert requests(families, "/raw/{tenant}/{path:path}") == 1
+    assert request_count(families, "/static/{path:path}") == 1
+    assert request_count(families, "/static/{path:path}", status="404") == 1
+    assert request_count(families, "/raw/{tenant}/{path:path}") == 1
 
 
 async def test_mounted_router_that_matched_nothing_is_unmatched() -> None:
@@ -275,7 +265,7 @@ async def test_mounted_router_that_matched_nothing_is_unmatched() -> None:
     )
     assert await get_all(app, ["/api/nothing", "/sub/nothing", "/api/users"]) == [404, 404, 200]
     families = await scrape(app)
-    assert requests(families, UNMATCHED_ROUTE, status="404") == 2
+    assert request_count(families, UNMATCHED_ROUTE, status="404") == 2
     assert routes(families) == {UNMATCHED_ROUTE, "/api/users"}
 
 
@@ -300,7 +290,7 @@ async def test_trailing_slash_redirect_is_unmatched() -> None:
         response = await http.get("/users/", follow_redirects=False)
     assert response.status_code == 307
     families = await scrape(app)
-    assert requests(families, UNMATCHED_ROUTE, status="307") == 1
+    assert request_count(families, UNMATCHED_ROUTE, status="307") == 1
     assert routes(families) == {UNMATCHED_ROUTE}
 
 
@@ -314,8 +304,8 @@ async def test_late_route_sharing_an_endpoint_with_an_earlier_one() -> None:
     api.add_route("/b/{x}", hello)
     assert await get_all(app, ["/b/1", "/b/2", "/a"]) == [200, 200, 200]
     families = await scrape(app)
-    assert requests(families, "/a") == 2
-    assert requests(families, "/b/{x}") == 2
+    assert request_count(families, "/a") == 2
+    assert request_count(families, "/b/{x}") == 2
 
 
 async def test_catch_all_routes_keep_their_template() -> None:
@@ -337,4 +327,4 @@ async def test_catch_all_routes_keep_their_template() -> None:
         assert await get_all(app, paths) == [200, 200]
         families = await scrape(app)
         assert routes(families) == {template}
-        assert requests(families, template) == 2
+        assert request_count(families, template) == 2

@@ -13,18 +13,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from asgi_metrics import ConfigurationError, MetricsMiddleware
-from tests.helpers import (
-    REQUEST,
-    client,
-    get_all,
-    parse,
-    requests,
-    sample,
-    samples,
-    scrape,
-    scrape_text,
-    wrap,
-)
+from tests.support.asgi import client, get_all, scrape, scrape_text, wrap
+from tests.support.scrape import REQUEST, parse_families, request_count, sample, samples
 
 pytestmark = pytest.mark.anyio
 
@@ -78,8 +68,8 @@ async def test_group_status() -> None:
     app = wrap(inner(), group_status=True)
     await get_all(app, ["/users/1", "/nope", "/nope2"])
     families = await scrape(app)
-    assert requests(families, "/users/{user_id}", status="2xx") == 1
-    assert requests(families, "__unmatched__", status="4xx") == 2
+    assert request_count(families, "/users/{user_id}", status="2xx") == 1
+    assert request_count(families, "__unmatched__", status="4xx") == 2
     assert {labels["status"] for labels, _ in samples(families, REQUEST)} == {"2xx", "4xx"}
 
 
@@ -90,11 +80,11 @@ async def test_exclude_paths_is_exact_and_exclude_patterns_is_a_full_match() -> 
               "/x/static/a.css"])
     assert statuses == [200, 200, 307, 200, 200, 404]
     families = await scrape(app)
-    assert requests(families, "/health") == 0
-    assert requests(families, "/healthz") == 1
-    assert requests(families, "__unmatched__", status="307") == 1
-    assert requests(families, "/static/{name}") == 1
-    assert requests(families, "__unmatched__", status="404") == 1
+    assert request_count(families, "/health") == 0
+    assert request_count(families, "/healthz") == 1
+    assert request_count(families, "__unmatched__", status="307") == 1
+    assert request_count(families, "/static/{name}") == 1
+    assert request_count(families, "__unmatched__", status="404") == 1
     assert sum(value for _, value in samples(families, REQUEST)) == 4
 
 
@@ -104,7 +94,7 @@ async def test_custom_registry_receives_the_metrics() -> None:
     app = MetricsMiddleware(inner(), registry=registry, namespace="custom_registry_test")
     await get_all(app, ["/users/1"])
     text = generate_latest(registry).decode()
-    assert sample(parse(text), "custom_registry_test_http_requests_total",
+    assert sample(parse_families(text), "custom_registry_test_http_requests_total",
                   {"method": "GET", "route": "/users/{user_id}", "status": "200"}) == 1
     assert "custom_registry_test_" not in generate_latest(REGISTRY).decode()
 
@@ -114,7 +104,7 @@ async def test_const_labels_on_every_series() -> None:
     await get_all(app, ["/users/1"])
     async with client(app) as http:
         task_free = await http.get("/metrics")
-    families = parse(task_free.text)
+    families = parse_families(task_free.text)
     labelled = [labels for family in families.values() for s in family.samples
                 for labels in [s.labels]]
     assert labelled

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.wsgi_support import Server, environ, in_flight, requests, scrape
+from tests.support.scrape import in_flight, requests_by_labels
+from tests.support.wsgi import InProcessServer, environ, scrape_samples
 from wsgi_metrics import MetricsMiddleware
 from wsgi_metrics.middleware import Environ, StartResponse
 
@@ -96,8 +97,8 @@ def test_shards_of_ended_threads_are_retired_and_counted_once(
     def work() -> None:
         try:
             for _ in range(PER_THREAD):
-                assert Server().call(mw, environ("/hello/1")) == b"hello"
-            body = mw(environ("/hello/2"), Server().start_response)
+                assert InProcessServer().call(mw, environ("/hello/1")) == b"hello"
+            body = mw(environ("/hello/2"), InProcessServer().start_response)
             handed.append(body)  # list.append/pop are atomic
             try:
                 other = handed.pop(0)
@@ -118,7 +119,7 @@ def test_shards_of_ended_threads_are_retired_and_counted_once(
         for _ in range(WAVE):
             assert done.acquire(timeout=30)
         if wave % 5 == 0:  # scrapes while threads come and go, too
-            scrape(mw)
+            scrape_samples(mw)
         peak = max(peak, store.shard_count())
     while handed:  # the body left over by the last thread
         body: Any = handed.pop()
@@ -130,10 +131,11 @@ def test_shards_of_ended_threads_are_retired_and_counted_once(
     # A thread's storage is dropped just after its last line ran: wait for the stragglers.
     assert wait_for(lambda: store.shard_count() <= 2), store.shard_count()
     assert peak <= BOUND, f"{peak} shards for {WAVE} live threads"
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "/hello", "200"): THREADS * (PER_THREAD + 1)}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "/hello", "200"): THREADS * (PER_THREAD + 1)}
     assert in_flight(samples) == 0
-    assert requests(scrape(mw)) == requests(samples)  # folded once, not once per scrape
+    # Folded once, not once per scrape.
+    assert requests_by_labels(scrape_samples(mw)) == requests_by_labels(samples)
 
 
 def test_a_shard_is_kept_while_its_thread_lives() -> None:
@@ -146,14 +148,14 @@ def test_a_shard_is_kept_while_its_thread_lives() -> None:
     recorded, release, finished = threading.Event(), threading.Event(), threading.Event()
 
     def long_lived() -> None:
-        Server().call(mw, environ("/hello/1"))
+        InProcessServer().call(mw, environ("/hello/1"))
         recorded.set()
         release.wait(30)
-        Server().call(mw, environ("/hello/1"))
+        InProcessServer().call(mw, environ("/hello/1"))
         finished.set()
 
     def short_lived() -> None:
-        Server().call(mw, environ("/hello/1"))
+        InProcessServer().call(mw, environ("/hello/1"))
 
     start_raw(long_lived)
     assert recorded.wait(10)
@@ -161,8 +163,8 @@ def test_a_shard_is_kept_while_its_thread_lives() -> None:
     for _ in range(50):
         start_raw(short_lived)
     expected = {("GET", "/hello", "200"): 51.0}
-    assert wait_for(lambda: requests(scrape(mw)) == expected)
+    assert wait_for(lambda: requests_by_labels(scrape_samples(mw)) == expected)
     assert wait_for(lambda: store.shard_count() <= before)
     release.set()
     assert finished.wait(10)
-    assert requests(scrape(mw)) == {("GET", "/hello", "200"): 52.0}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "/hello", "200"): 52.0}

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import EXCEPTIONS, IN_FLIGHT, REQUEST, Families, parse, requests, sample, samples
+from tests.support.scrape import (
+    EXCEPTIONS,
+    IN_FLIGHT,
+    REQUEST,
+    Families,
+    parse_families,
+    request_count,
+    sample,
+    samples,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,8 +38,8 @@ class Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_METRICS_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.apps.served:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning", *extra],
+            [sys.executable, "-m", "uvicorn", "tests.support.apps.fastapi_served:app",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning", *extra],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
@@ -59,7 +68,7 @@ class Server:
     def scrape(self, path: str = "/metrics") -> Families:
         status, body = self.request("GET", path)
         assert status == 200, body
-        return parse(body.decode())
+        return parse_families(body.decode())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -96,15 +105,15 @@ def test_known_traffic_through_uvicorn(server: Server) -> None:
     assert (status, len(body)) == (200, 4096)
     assert server.request("GET", "/boom")[0] == 500
     families = server.scrape()
-    assert requests(families, "/v1/items/{item_id}") == 5
-    assert requests(families, "/v1/items", "POST") == 1
-    assert requests(families, "/v1/items/{item_id}", "DELETE", "405") == 1
-    assert requests(families, "/v1/items/{item_id}", status="422") == 1
-    assert requests(families, "/v1/items/{item_id}", "_OTHER", "405") == 1
-    assert requests(families, "__unmatched__", status="404") == 1
-    assert requests(families, "__unmatched__", status="307") == 1
-    assert requests(families, "/stream") == 1
-    assert requests(families, "/boom", status="500") == 1
+    assert request_count(families, "/v1/items/{item_id}") == 5
+    assert request_count(families, "/v1/items", "POST") == 1
+    assert request_count(families, "/v1/items/{item_id}", "DELETE", "405") == 1
+    assert request_count(families, "/v1/items/{item_id}", status="422") == 1
+    assert request_count(families, "/v1/items/{item_id}", "_OTHER", "405") == 1
+    assert request_count(families, "__unmatched__", status="404") == 1
+    assert request_count(families, "__unmatched__", status="307") == 1
+    assert request_count(families, "/stream") == 1
+    assert request_count(families, "/boom", status="500") == 1
     assert sample(families, EXCEPTIONS, {"method": "GET", "route": "/boom",
                                          "exception_type": "RuntimeError"}) == 1
     assert sum(value for _, value in samples(families, REQUEST)) == 13
@@ -149,7 +158,7 @@ def test_root_path_through_uvicorn() -> None:
         assert server.request("GET", "/v1/items/7")[0] == 200
         assert server.request("GET", "/v1/items/8")[0] == 200
         families = server.scrape()
-        assert requests(families, "/v1/items/{item_id}") == 3
+        assert request_count(families, "/v1/items/{item_id}") == 3
         assert {labels["route"] for labels, _ in samples(families, REQUEST)} == {
             "/v1/items/{item_id}"
         }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.wsgi_support import Samples, exceptions, in_flight, parse, requests
+from tests.support.promtool import promtool_clean
+from tests.support.scrape import (
+    Samples,
+    exceptions_by_labels,
+    in_flight,
+    parse_samples,
+    requests_by_labels,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -93,18 +99,10 @@ def scrape_until(port: int, expected: dict[tuple[str, str, str], float]) -> tupl
         status, body = call(port, "/metrics")
         assert status == 200
         text = body.decode()
-        samples = parse(text)
-        if requests(samples) == expected or time.monotonic() > deadline:
+        samples = parse_samples(text)
+        if requests_by_labels(samples) == expected or time.monotonic() > deadline:
             return samples, text
         time.sleep(0.05)
-
-
-def promtool_clean(text: str) -> None:
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
-    )
-    assert result.returncode == 0 and not result.stdout and not result.stderr, result
 
 
 def traffic(port: int, plan: list[tuple[str, str, int, int]]) -> None:
@@ -135,8 +133,8 @@ def test_flask_under_gunicorn(server: int) -> None:
         ("GET", "__unmatched__", "404"): 1,
     }
     samples, text = scrape_until(server, expected)
-    assert requests(samples) == expected
-    assert exceptions(samples) == {("GET", "/api/boom", "RuntimeError"): 2}
+    assert requests_by_labels(samples) == expected
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom", "RuntimeError"): 2}
     assert in_flight(samples) == 0
     promtool_clean(text)
 
@@ -172,7 +170,7 @@ DJANGO_EXPECTED = {
 def test_django_under_gunicorn_and_uvicorn(server: int) -> None:
     traffic(server, DJANGO_PLAN)
     samples, text = scrape_until(server, DJANGO_EXPECTED)
-    assert requests(samples) == DJANGO_EXPECTED
-    assert exceptions(samples) == {("GET", "/api/boom/", "RuntimeError"): 2}
+    assert requests_by_labels(samples) == DJANGO_EXPECTED
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom/", "RuntimeError"): 2}
     assert in_flight(samples) == 0
     promtool_clean(text)

@@ -19,17 +19,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from asgi_metrics.core.labels import KNOWN_METHODS
-from tests.wsgi_support import (
-    Server,
+from tests.support.scrape import (
     duration_sum,
-    environ,
-    exceptions,
-    get,
+    exceptions_by_labels,
     in_flight,
-    parse,
-    requests,
-    scrape,
+    parse_samples,
+    requests_by_labels,
 )
+from tests.support.wsgi import InProcessServer, environ, get, scrape_samples
 from wsgi_metrics import EXCEPTION_KEY, ConfigurationError, MetricsMiddleware
 from wsgi_metrics.middleware import Environ, StartResponse
 
@@ -49,8 +46,10 @@ def test_counts_by_method_route_status() -> None:
     for _ in range(3):
         assert get(mw, "/hello/1") == ("200 OK", b"hello")
     get(mw, "/hello/2", "POST")
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "/hello", "200"): 3, ("POST", "/hello", "200"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {
+        ("GET", "/hello", "200"): 3, ("POST", "/hello", "200"): 1
+    }
     assert in_flight(samples) == 0
 
 
@@ -58,20 +57,20 @@ def test_without_resolver_every_route_is_unmatched() -> None:
     mw = wrap(hello)
     get(mw, "/a")
     get(mw, "/b")
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 2}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 2}
 
 
 def test_recorded_when_the_server_closes_the_iterable_not_before() -> None:
     mw = wrap(hello)
-    result = mw(environ("/"), Server().start_response)
+    result = mw(environ("/"), InProcessServer().start_response)
     assert list(result) == [b"hello"]
     # Iterated but not closed yet: still in flight, not counted.
-    assert in_flight(scrape(mw)) == 1
-    assert requests(scrape(mw)) == {}
+    assert in_flight(scrape_samples(mw)) == 1
+    assert requests_by_labels(scrape_samples(mw)) == {}
     result.close()  # type: ignore[attr-defined]
-    samples = scrape(mw)
+    samples = scrape_samples(mw)
     assert in_flight(samples) == 0
-    assert requests(samples) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "200"): 1}
 
 
 def test_streaming_generator_timed_to_close() -> None:
@@ -83,7 +82,7 @@ def test_streaming_generator_timed_to_close() -> None:
 
     mw = wrap(slow)
     assert get(mw, "/")[1] == b"xxx"
-    assert duration_sum(scrape(mw), "GET", "__unmatched__", "200") >= 0.09
+    assert duration_sum(scrape_samples(mw), "GET", "__unmatched__", "200") >= 0.09
 
 
 def test_response_passes_through_unchanged() -> None:
@@ -105,7 +104,7 @@ def test_response_passes_through_unchanged() -> None:
         return Body()
 
     mw = wrap(app)
-    server = Server()
+    server = InProcessServer()
     result = mw(environ("/"), server.start_response)
     got = list(result)
     assert got[0] is chunk
@@ -116,7 +115,7 @@ def test_response_passes_through_unchanged() -> None:
 
 def test_len_of_the_app_iterable_stays_visible() -> None:
     mw = wrap(hello)
-    result = mw(environ("/"), Server().start_response)
+    result = mw(environ("/"), InProcessServer().start_response)
     assert len(result) == 1  # type: ignore[arg-type]  # wsgiref sets Content-Length from it
     result.close()  # type: ignore[attr-defined]
 
@@ -124,7 +123,7 @@ def test_len_of_the_app_iterable_stays_visible() -> None:
         start_response("200 OK", [])
         yield b"x"
 
-    result = wrap(gen_app)(environ("/"), Server().start_response)
+    result = wrap(gen_app)(environ("/"), InProcessServer().start_response)
     assert not hasattr(result, "__len__")
     result.close()  # type: ignore[attr-defined]
 
@@ -145,9 +144,9 @@ def test_generator_raising_mid_stream() -> None:
     with pytest.raises(ValueError) as info:
         get(mw, "/")
     assert info.value is error
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "200"): 1}
-    assert exceptions(samples) == {("GET", "__unmatched__", "ValueError"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "200"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "__unmatched__", "ValueError"): 1}
     assert in_flight(samples) == 0
     assert closed
 
@@ -162,9 +161,9 @@ def test_app_raising_before_start_response() -> None:
     with pytest.raises(KeyError) as info:
         get(mw, "/")
     assert info.value is error
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "500"): 1}
-    assert exceptions(samples) == {("GET", "__unmatched__", "KeyError"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "__unmatched__", "KeyError"): 1}
     assert in_flight(samples) == 0
 
 
@@ -179,9 +178,9 @@ def test_start_response_with_exc_info_before_the_body() -> None:
 
     mw = wrap(app)
     assert get(mw, "/") == ("500 Internal Server Error", b"error page")
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "500"): 1}
-    assert exceptions(samples) == {("GET", "__unmatched__", "RuntimeError"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "500"): 1}
+    assert exceptions_by_labels(samples) == {("GET", "__unmatched__", "RuntimeError"): 1}
     assert in_flight(samples) == 0
 
 
@@ -202,9 +201,9 @@ def test_start_response_with_exc_info_after_the_body_started() -> None:
     with pytest.raises(RuntimeError) as info:
         get(mw, "/")
     assert info.value is error
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "200"): 1}  # what was sent
-    assert exceptions(samples) == {("GET", "__unmatched__", "RuntimeError"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "200"): 1}  # what was sent
+    assert exceptions_by_labels(samples) == {("GET", "__unmatched__", "RuntimeError"): 1}
     assert in_flight(samples) == 0
 
 
@@ -216,7 +215,9 @@ def test_exception_reported_in_environ_is_counted() -> None:
 
     mw = wrap(app)
     get(mw, "/")
-    assert exceptions(scrape(mw)) == {("GET", "__unmatched__", "ZeroDivisionError"): 1}
+    assert exceptions_by_labels(scrape_samples(mw)) == {
+        ("GET", "__unmatched__", "ZeroDivisionError"): 1
+    }
 
 
 def test_closed_before_iteration_without_status_is_client_closed() -> None:
@@ -225,10 +226,10 @@ def test_closed_before_iteration_without_status_is_client_closed() -> None:
         yield b"x"
 
     mw = wrap(lazy)
-    result = mw(environ("/"), Server().start_response)
+    result = mw(environ("/"), InProcessServer().start_response)
     result.close()  # type: ignore[attr-defined]  # the client went away first
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "499"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "499"): 1}
     assert in_flight(samples) == 0
 
 
@@ -238,14 +239,14 @@ def test_never_closed_iterable_is_recorded_when_collected() -> None:
         yield b"x"
 
     mw = wrap(slow_close)
-    result = mw(environ("/"), Server().start_response)
+    result = mw(environ("/"), InProcessServer().start_response)
     assert list(result) == [b"x"]
     time.sleep(0.05)
-    assert in_flight(scrape(mw)) == 1
+    assert in_flight(scrape_samples(mw)) == 1
     del result
     gc.collect()
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "200"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "200"): 1}
     assert in_flight(samples) == 0
     # Timed to the end of the iteration, not to the collection.
     assert duration_sum(samples, "GET", "__unmatched__", "200") < 0.05
@@ -260,14 +261,16 @@ def test_server_file_wrapper_is_passed_through_and_recorded_at_close(tmp_path: A
         return env["wsgi.file_wrapper"](open(path, "rb"), 4)
 
     mw = wrap(app, response_size=True)
-    result = mw(environ("/", **{"wsgi.file_wrapper": FileWrapper}), Server().start_response)
+    result = mw(
+        environ("/", **{"wsgi.file_wrapper": FileWrapper}), InProcessServer().start_response
+    )
     assert type(result) is FileWrapper  # the server still recognises it (sendfile)
     assert b"".join(result) == b"0123456789"
-    assert in_flight(scrape(mw)) == 1
+    assert in_flight(scrape_samples(mw)) == 1
     result.close()
     assert result.filelike.closed
-    samples = scrape(mw)
-    assert requests(samples) == {("GET", "__unmatched__", "200"): 1}
+    samples = scrape_samples(mw)
+    assert requests_by_labels(samples) == {("GET", "__unmatched__", "200"): 1}
     assert in_flight(samples) == 0
     size = frozenset({"method": "GET", "route": "__unmatched__", "status": "200"}.items())
     assert samples[("http_response_size_bytes_sum", size)] == 10
@@ -292,7 +295,7 @@ def test_file_wrapper_without_settable_close_is_observed_like_any_iterable() -> 
 
     mw = wrap(app)
     assert get(mw, "/", **{"wsgi.file_wrapper": SlotWrapper})[1] == b"data"
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 1}
 
 
 def test_passes_the_pep3333_validator() -> None:
@@ -321,7 +324,7 @@ def test_route_resolver_called_while_the_request_is_served() -> None:
     mw = wrap(app, route_resolver=resolver)
     get(mw, "/items/1")
     assert seen == ["/items/{id}"]
-    assert requests(scrape(mw)) == {("GET", "/items/{id}", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "/items/{id}", "200"): 1}
 
 
 def test_failing_route_resolver_never_breaks_a_request(caplog: Any) -> None:
@@ -332,14 +335,14 @@ def test_failing_route_resolver_never_breaks_a_request(caplog: Any) -> None:
     with caplog.at_level(logging.ERROR, logger="asgi_metrics"):
         assert get(mw, "/") == ("200 OK", b"hello")
         assert get(mw, "/") == ("200 OK", b"hello")
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 2}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 2}
     assert len([r for r in caplog.records if r.name == "asgi_metrics"]) == 1
 
 
 def test_non_string_route_is_unmatched() -> None:
     mw = wrap(hello, route_resolver=lambda env: 42)  # type: ignore[arg-type,return-value]
     get(mw, "/")
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 1}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -350,10 +353,10 @@ def test_non_string_route_is_unmatched() -> None:
 def test_hostile_methods_and_paths_add_no_series(method: str, path: str) -> None:
     # WSGI environ strings are latin-1 decoded bytes: any byte can appear.
     mw = wrap(hello)
-    bare = Server()
+    bare = InProcessServer()
     expected = bare.call(hello, environ("/" + path, method))
     assert get(mw, "/" + path, method) == (bare.status, expected)
-    for (m, route, status) in requests(scrape(mw)):
+    for (m, route, status) in requests_by_labels(scrape_samples(mw)):
         assert m in KNOWN_METHODS | {"_OTHER"}
         assert route == "__unmatched__"
         assert status == "200"
@@ -363,7 +366,7 @@ def test_odd_method_and_non_utf8_path() -> None:
     mw = wrap(hello)
     get(mw, "/caf\xe9/%FF/\xff", "FOO")
     get(mw, "/", "get")  # methods are case-sensitive
-    assert requests(scrape(mw)) == {("_OTHER", "__unmatched__", "200"): 2}
+    assert requests_by_labels(scrape_samples(mw)) == {("_OTHER", "__unmatched__", "200"): 2}
 
 
 def test_garbage_status_is_labelled_other() -> None:
@@ -373,7 +376,7 @@ def test_garbage_status_is_labelled_other() -> None:
 
     mw = wrap(app)
     get(mw, "/")
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "other"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "other"): 1}
 
 
 def test_excluded_paths_are_served_not_counted() -> None:
@@ -381,33 +384,33 @@ def test_excluded_paths_are_served_not_counted() -> None:
     assert get(mw, "/healthz") == ("200 OK", b"hello")
     assert get(mw, "/static/app.js") == ("200 OK", b"hello")
     get(mw, "/counted")
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 1}
 
 
 def test_metrics_endpoint() -> None:
     mw = wrap(hello)
     get(mw, "/")
-    server = Server()
+    server = InProcessServer()
     body = server.call(mw, environ("/metrics"))
     headers = dict(server.headers)
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert int(headers["Content-Length"]) == len(body)
     # Scrapes are not counted.
-    scrape(mw)
-    assert requests(parse(body.decode())) == {("GET", "__unmatched__", "200"): 1}
-    assert requests(scrape(mw)) == {("GET", "__unmatched__", "200"): 1}
+    scrape_samples(mw)
+    assert requests_by_labels(parse_samples(body.decode())) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw)) == {("GET", "__unmatched__", "200"): 1}
 
-    server = Server()
+    server = InProcessServer()
     body = server.call(mw, environ("/metrics", HTTP_ACCEPT="application/openmetrics-text"))
     assert dict(server.headers)["Content-Type"].startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")
 
-    server = Server()
+    server = InProcessServer()
     body = server.call(mw, environ("/metrics", HTTP_ACCEPT_ENCODING="gzip"))
     assert dict(server.headers)["Content-Encoding"] == "gzip"
     assert b"http_requests_total" in gzip.decompress(body)
 
-    server = Server()
+    server = InProcessServer()
     assert server.call(mw, environ("/metrics", "HEAD")) == b""
     assert int(dict(server.headers)["Content-Length"]) > 0
 
@@ -417,7 +420,9 @@ def test_metrics_endpoint() -> None:
 def test_metrics_path_setting() -> None:
     mw = wrap(hello, metrics_path="/internal/metrics")
     assert get(mw, "/metrics") == ("200 OK", b"hello")
-    assert requests(scrape(mw, "/internal/metrics")) == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw, "/internal/metrics")) == {
+        ("GET", "__unmatched__", "200"): 1
+    }
     off = wrap(hello, metrics_path=None)
     assert get(off, "/metrics") == ("200 OK", b"hello")
 
@@ -435,4 +440,4 @@ def test_environment_variables_apply(monkeypatch: Any) -> None:
     monkeypatch.setenv("HTTP_METRICS_NAMESPACE", "shop")
     mw = wrap(hello)
     get(mw, "/")
-    assert requests(scrape(mw), "shop_") == {("GET", "__unmatched__", "200"): 1}
+    assert requests_by_labels(scrape_samples(mw), "shop_") == {("GET", "__unmatched__", "200"): 1}

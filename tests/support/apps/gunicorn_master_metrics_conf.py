@@ -5,7 +5,7 @@ documents): a process that serves the directory without any middleware of its ow
 import os
 
 from asgi_metrics import start_metrics_server
-from tests.apps.gunicorn_conf import child_exit, on_starting
+from tests.support.apps.gunicorn_conf import child_exit, on_starting
 
 __all__ = ["child_exit", "on_starting", "when_ready"]
 

@@ -1,7 +1,7 @@
 """A raw WSGI app that reads its request body the way its path says, for the request size
 tests under real servers: ``/body/<how>`` answers with the bytes it read.
 
-Serve ``tests.apps.body_app:create_app()`` with ``HTTP_METRICS_REQUEST_SIZE=true``;
+Serve ``tests.support.apps.wsgi_body:create_app()`` with ``HTTP_METRICS_REQUEST_SIZE=true``;
 importing the module registers nothing.
 """
 

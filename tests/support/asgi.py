@@ -1,26 +1,19 @@
-"""Shared test helpers: drive ASGI apps by hand, scrape and read metrics exactly."""
+"""Drive ASGI apps in process: by hand (every message the app sends, in order), or
+through an httpx client; scrape their /metrics."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 
 from asgi_metrics import MetricsMiddleware
+from tests.support.scrape import Families, parse_families
 
 Message = dict[str, Any]
-Families = dict[str, Any]
-
-#: Labels of the default naming preset's request series.
-REQUEST = "http_requests_total"
-DURATION = "http_request_duration_seconds"
-IN_FLIGHT = "http_requests_in_flight"
-EXCEPTIONS = "http_request_exceptions_total"
 
 
 def wrap(app: Any, **options: Any) -> MetricsMiddleware:
@@ -50,6 +43,32 @@ def http_scope(
         "headers": [(b"host", b"testserver"), *headers],
         "client": ("127.0.0.1", 12345),
         "server": ("testserver", 80),
+    }
+    scope.update(extra)
+    return scope
+
+
+def uvicorn_scope(
+    path: str = "/",
+    method: str = "GET",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A plain HTTP scope as uvicorn builds one. Unlike :func:`http_scope`, ``headers``
+    (when given) are all the headers: no ``host`` is added."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers if headers is not None else [(b"host", b"testserver")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
     }
     scope.update(extra)
     return scope
@@ -92,14 +111,47 @@ async def drive(
     return sent
 
 
+async def call_asgi(
+    app: Any, scope: dict[str, Any], incoming: Iterable[Message] = ()
+) -> tuple[list[Message], BaseException | None]:
+    """Run one ASGI call; return the messages the app sent and what it raised (or None).
+
+    ``incoming`` are the messages ``receive`` hands out, then ``http.disconnect`` (or
+    ``websocket.disconnect``) forever.
+    """
+    queue = list(incoming)
+    sent: list[Message] = []
+    final: Message = (
+        {"type": "websocket.disconnect", "code": 1000}
+        if scope["type"] == "websocket"
+        else {"type": "http.disconnect"}
+    )
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        await asyncio.sleep(0)
+        return final
+
+    async def send(message: Message) -> None:
+        # A copy: the comparison is about what the server was handed at that moment.
+        sent.append(dict(message))
+
+    try:
+        await app(scope, receive, send)
+    except BaseException as exc:
+        return sent, exc
+    return sent, None
+
+
+def run(coro: Any) -> Any:
+    """Run a coroutine on a fresh event loop."""
+    return asyncio.run(coro)
+
+
 def client(app: Any) -> httpx.AsyncClient:
     """An httpx client calling ``app`` in process."""
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
-
-
-def parse(text: str) -> Families:
-    """Prometheus text format -> {family name: Metric}."""
-    return {family.name: family for family in text_string_to_metric_families(text)}
 
 
 async def scrape_text(
@@ -113,74 +165,22 @@ async def scrape_text(
 
 async def scrape(app: Any, path: str = "/metrics") -> Families:
     """GET ``path`` on ``app`` and parse the Prometheus text format."""
-    return parse(await scrape_text(app, path))
+    return parse_families(await scrape_text(app, path))
 
 
-def samples(families: Families, name: str) -> list[tuple[dict[str, str], float]]:
-    """Every (labels, value) of the sample called ``name`` (e.g. ``http_requests_total``)."""
-    out = []
-    for family in families.values():
-        for s in family.samples:
-            if s.name == name:
-                out.append((dict(s.labels), float(s.value)))
-    return out
-
-
-def sample(families: Families, name: str, labels: Mapping[str, str] | None = None) -> float:
-    """The value of the one sample ``name`` whose labels are exactly ``labels``; 0.0 if
-    there is no such series (use :func:`samples` to assert absence)."""
-    want = dict(labels or {})
-    found = [value for got, value in samples(families, name) if got == want]
-    assert len(found) <= 1, (name, want, found)
-    return found[0] if found else 0.0
-
-
-def routes(families: Families, name: str = REQUEST) -> set[str]:
-    """The distinct ``route`` label values of ``name``."""
-    return {labels["route"] for labels, _ in samples(families, name)}
-
-
-def requests(
-    families: Families, route: str, method: str = "GET", status: str = "200"
-) -> float:
-    return sample(families, REQUEST, {"method": method, "route": route, "status": status})
-
-
-def in_flight(families: Families) -> float:
-    """The sum of the in-flight gauge over all methods."""
-    return sum(value for _, value in samples(families, IN_FLIGHT))
+async def fetch_metrics(
+    app: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, str]:
+    """GET /metrics through ``app`` by hand (:func:`call_asgi`); return status and body
+    text, unparsed."""
+    sent, exc = await call_asgi(app, uvicorn_scope("/metrics", headers=headers or []))
+    assert exc is None, exc
+    status = sent[0]["status"]
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body.decode("utf-8")
 
 
 async def get_all(app: Any, paths: Iterable[str], method: str = "GET") -> list[int]:
     """Send one request per path; return the statuses."""
     async with client(app) as http:
         return [(await http.request(method, path)).status_code for path in paths]
-
-
-#: The span failures the middlewares survive (what each logs as its failure kind).
-SPAN_FAILURES = ("span lookup", "setting the correlation ID span attribute")
-
-
-@contextlib.contextmanager
-def broken_span(broken: str) -> Iterator[None]:
-    """Make the current span (through OpenTelemetry's public context API) one whose read
-    fails as ``broken`` says: reading its context raises ("span lookup"), or it is a real
-    sampled SDK span whose ``set_attribute`` raises."""
-    from opentelemetry import context, trace
-    from opentelemetry.sdk.trace import TracerProvider
-
-    def fail(*args: Any) -> Any:
-        raise RuntimeError("injected")
-
-    span: Any
-    if broken == "span lookup":
-        span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
-        span.get_span_context = fail
-    else:
-        span = TracerProvider().get_tracer("test").start_span("server")
-        span.set_attribute = fail
-    token = context.attach(trace.set_span_in_context(span))
-    try:
-        yield
-    finally:
-        context.detach(token)

@@ -1,6 +1,6 @@
 """A tiny raw WSGI app for the multiprocess tests (gunicorn sync and gthread workers),
 instrumented by :class:`wsgi_metrics.MetricsMiddleware` with a ``route_resolver``, and with
-the same endpoints as :mod:`tests.apps.asgi_app`.
+the same endpoints as :mod:`tests.support.apps.multiprocess_asgi`.
 """
 
 from __future__ import annotations

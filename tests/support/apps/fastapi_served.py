@@ -1,4 +1,4 @@
-"""The app the uvicorn end-to-end tests serve: ``uvicorn tests.apps.served:app``."""
+"""The app the uvicorn end-to-end tests serve: ``uvicorn tests.support.apps.fastapi_served:app``."""
 
 from __future__ import annotations
 
