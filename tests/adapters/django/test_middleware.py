@@ -8,13 +8,14 @@ import gzip
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "example_apps" / "django_app"))
+from tests.support.paths import ROOT
+
+sys.path.insert(0, str(ROOT / "example_apps" / "django_app"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
 
 import django

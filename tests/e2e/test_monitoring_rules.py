@@ -15,15 +15,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.prometheus_server import PrometheusAPIError, PrometheusServer
 from tests.support.promtool import assert_promtool_ok, check_metrics
 
-MONITORING = Path(__file__).resolve().parent.parent / "example_apps" / "monitoring"
+MONITORING = ROOT / "example_apps" / "monitoring"
 RULES = MONITORING / "rules.yml"
 RULES_TEST = MONITORING / "rules_test.yml"
 PROM_CONFIG = MONITORING / "prometheus.yml"

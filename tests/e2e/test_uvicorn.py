@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.scrape import (
     EXCEPTIONS,
     IN_FLIGHT,
@@ -23,8 +23,6 @@ from tests.support.scrape import (
     sample,
     samples,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:

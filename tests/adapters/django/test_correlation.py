@@ -9,12 +9,13 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "example_apps" / "django_app"))
+from tests.support.paths import ROOT
+
+sys.path.insert(0, str(ROOT / "example_apps" / "django_app"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "demo_project.settings")
 
 import django

@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.scrape import series_of
 
-ROOT = Path(__file__).resolve().parent.parent
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 MAX_REQUESTS = int(os.environ.get("SOAK_MAX_REQUESTS", "2000000"))
 CLIENTS = 6

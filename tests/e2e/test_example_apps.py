@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ROOT
 from tests.support.promtool import promtool_clean
 from tests.support.scrape import (
     Samples,
@@ -24,7 +25,6 @@ from tests.support.scrape import (
     requests_by_labels,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FLASK_DIR = ROOT / "example_apps" / "flask_app"
 DJANGO_DIR = ROOT / "example_apps" / "django_app"

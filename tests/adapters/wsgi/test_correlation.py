@@ -33,6 +33,7 @@ from werkzeug.serving import make_server
 import wsgi_metrics
 from tests.support.correlation import INVALID_IDS, captured_logs
 from tests.support.otel import SPAN_FAILURES, broken_span
+from tests.support.paths import ROOT
 from tests.support.scrape import exceptions_by_labels, requests_by_labels
 from tests.support.wsgi import InProcessServer, environ, get, scrape_samples
 from wsgi_metrics import (
@@ -538,5 +539,3 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
-
-ROOT = Path(__file__).resolve().parent.parent

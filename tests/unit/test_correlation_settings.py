@@ -6,11 +6,11 @@ import ipaddress
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from asgi_metrics import ConfigurationError, Settings
+from tests.support.paths import ROOT
 
 
 def build(**options: object) -> Settings:
@@ -127,9 +127,8 @@ WITHOUT_OTEL = BLOCKER + textwrap.dedent('''
 
 
 def test_everything_works_without_opentelemetry() -> None:
-    root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_OTEL], cwd=root, capture_output=True, text=True,
+        [sys.executable, "-c", WITHOUT_OTEL], cwd=ROOT, capture_output=True, text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
