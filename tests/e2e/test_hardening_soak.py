@@ -4,7 +4,7 @@ total equals the requests sent.
 
 Short form (CI): ``SOAK_SECONDS`` defaults to 20. Long form::
 
-    SOAK_SECONDS=120 .venv/bin/python -m pytest tests/test_hardening_soak.py -s
+    SOAK_SECONDS=120 .venv/bin/python -m pytest tests/e2e/test_hardening_soak.py -s
 
 Faults: ~1% of requests make the app raise (500), ~0.5% are sent by a client that hangs up
 without reading the answer, and /metrics is scraped throughout, including in parallel.

@@ -3,7 +3,7 @@ names overlap, whatever their other options; disjoint ones stay; others' collect
 
 Through the real frameworks (Starlette, plain WSGI, the Flask extension) on prometheus_client's
 default registry, read back with ``generate_latest`` and prometheus_client's parser. Django's
-``recorder()`` path is in ``test_django_integration.py``.
+``recorder()`` path is in ``tests/adapters/django/test_middleware.py``.
 """
 
 from __future__ import annotations

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -21,12 +17,16 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from asgi_metrics import MetricsMiddleware, metrics_app
 from asgi_metrics.exposition.collector import iter_registered
+from tests.support.apps.starlette_traffic import (
+    app_with_traffic_routes,
+    hello,
+    not_metrics,
+    traffic,
+)
 from tests.support.asgi import client, drive, get_all, http_scope, scrape, scrape_text, wrap
 from tests.support.scrape import (
     DURATION,
@@ -41,38 +41,6 @@ from tests.support.scrape import (
 pytestmark = pytest.mark.anyio
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
-
-
-async def hello(request: Request) -> Response:
-    return PlainTextResponse("hello")
-
-
-async def not_metrics(request: Request) -> Response:
-    return PlainTextResponse("the app's own page")
-
-
-def app_with_traffic_routes() -> Starlette:
-    async def fail(request: Request) -> Response:
-        raise RuntimeError("boom")
-
-    return Starlette(
-        routes=[
-            Route("/users/{user_id}", hello, methods=["GET", "POST"]),
-            Route("/fail", fail),
-            Route("/metrics/", not_metrics),
-        ]
-    )
-
-
-async def traffic(app: Any) -> None:
-    async with client(app) as http:
-        for _ in range(3):
-            await http.get("/users/1")
-        await http.post("/users/2")
-        await http.get("/nowhere")
-        await http.request("BREW", "/users/3")
-    with pytest.raises(RuntimeError):
-        await drive(app, http_scope("/fail"))
 
 
 async def test_get_serves_prometheus_text_with_exact_values() -> None:
@@ -300,49 +268,6 @@ async def test_two_apps_in_one_process_with_the_default_registry() -> None:
     text = await scrape_text(second)
     assert text.count("# TYPE http_requests_total counter") == 1
     assert "process_" in text or "python_" in text  # the default registry's own collectors
-
-
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool") or (
-        "/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None
-    )
-    if promtool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is required under CI=true")
-        pytest.skip("promtool not installed")
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
-    )
-    output = (result.stdout + result.stderr).decode()
-    assert result.returncode == 0 and output.strip() == "", output
-
-
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"naming": "otel", "request_size": True, "response_size": True,
-         "time_to_first_byte": True},
-        {"namespace": "shop", "group_status": True, "const_labels": {"service": 'a"b\\c'},
-         "request_size": True, "response_size": True, "time_to_first_byte": True},
-    ],
-    ids=["default", "otel", "namespaced"],
-)
-async def test_promtool_finds_nothing(options: dict[str, Any]) -> None:
-    async def chunks() -> Any:
-        yield b"x" * 2000
-
-    async def stream(request: Request) -> Response:
-        return StreamingResponse(chunks())
-
-    inner = app_with_traffic_routes()
-    inner.router.routes.append(Route("/quote/{q}", stream))
-    app = wrap(inner, **options)
-    await traffic(app)
-    async with client(app) as http:
-        await http.post("/users/1", content=b"y" * 500)
-        await http.get("/quote/with%22quote")
-    promtool_check(await scrape_text(app))
 
 
 async def test_metrics_path_and_exclusions_are_relative_to_root_path() -> None:

@@ -1,21 +1,12 @@
 """Correlation IDs and exemplars in the pure WSGI middleware, called the way servers call it
-(and under real gunicorn and Werkzeug servers for the unhandled-exception 500)."""
+(under real gunicorn and Werkzeug servers: tests/e2e/test_correlation_wsgi_servers.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import logging
 import re
-import socket
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +19,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from werkzeug.debug import DebuggedApplication
-from werkzeug.serving import make_server
 
 import wsgi_metrics
+from tests.support.apps.wsgi_echo import boom, dispatch, echo, wrap
 from tests.support.correlation import INVALID_IDS, captured_logs
 from tests.support.otel import SPAN_FAILURES, broken_span
-from tests.support.paths import ROOT
 from tests.support.scrape import exceptions_by_labels, requests_by_labels
 from tests.support.wsgi import InProcessServer, environ, get, scrape_samples
 from wsgi_metrics import (
@@ -45,49 +35,6 @@ from wsgi_metrics import (
 from wsgi_metrics.middleware import Environ, StartResponse
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
-app_log = logging.getLogger("tests.app")
-
-
-def echo(env: Environ, start_response: StartResponse) -> list[bytes]:
-    app_log.info("handling")
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [(get_correlation_id() or "-").encode()]
-
-
-def streamed(env: Environ, start_response: StartResponse) -> Iterator[bytes]:
-    # start_response on the first iteration (PEP 3333 allows it): everything here runs
-    # while the server consumes the body, after the middleware's call returned.
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    for part in ("a", "b"):
-        app_log.info("chunk %s", part)
-        yield f"{part}={get_correlation_id()};".encode()
-
-
-def boom(env: Environ, start_response: StartResponse) -> list[bytes]:
-    app_log.info("about to fail")
-    raise RuntimeError("unhandled")
-
-
-def not_found(env: Environ, start_response: StartResponse) -> list[bytes]:
-    start_response("404 Not Found", [("Content-Type", "text/plain")])
-    return [b"nope"]
-
-
-def dispatch(env: Environ, start_response: StartResponse) -> Any:
-    path = env["PATH_INFO"]
-    if path.startswith("/stream"):
-        return streamed(env, start_response)
-    if path.startswith("/boom"):
-        return boom(env, start_response)
-    if path.startswith("/missing"):
-        return not_found(env, start_response)
-    return echo(env, start_response)
-
-
-def wrap(app: Any = dispatch, **options: Any) -> MetricsMiddleware:
-    options.setdefault("registry", CollectorRegistry())
-    options.setdefault("route_resolver", lambda env: env["PATH_INFO"].split("/")[1] or None)
-    return MetricsMiddleware(app, correlation_id=True, **options)
 
 
 def call(app: Any, path: str = "/echo", **extra: Any) -> tuple[InProcessServer, bytes]:
@@ -434,108 +381,4 @@ def test_no_exemplar_without_sampled_span_and_span_attribute_with_correlation() 
     assert header(server) == [trace_id] and body == trace_id.encode()
     assert span.attributes is not None and span.attributes["correlation.id"] == trace_id
     assert trace.get_current_span().get_span_context().is_valid is False
-
-
-# --- real servers: what reaches the client for an unhandled exception ----------------------
-
-
-def fetch(port: int, path: str, request_id: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"X-Request-ID": request_id} if request_id else {})
-        response = conn.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        conn.close()
-
-
-def test_werkzeug_server_sends_our_500_and_logs_the_exception(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    def peek(env: Environ, start_response: StartResponse) -> list[bytes]:
-        # Outside the middleware, in the server's (reused) thread: no ID may be left over.
-        if env["PATH_INFO"] == "/peek":
-            start_response("200 OK", [("Content-Type", "text/plain")])
-            return [str(get_correlation_id()).encode()]
-        return app(env, start_response)
-
-    app = wrap()
-    server = make_server("127.0.0.1", 0, peek)  # one thread, serving request after request
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with caplog.at_level(logging.ERROR, logger="werkzeug"):
-            status, headers, body = fetch(server.port, "/boom", "srv-1")
-            # The server logs after the response went out (it is complete: Content-Length).
-            deadline = time.monotonic() + 5
-            while "RuntimeError: unhandled" not in caplog.text and time.monotonic() < deadline:
-                time.sleep(0.01)
-        assert (status, headers["x-request-id"], body) == (500, "srv-1", b"Internal Server Error")
-        assert "Error on request" in caplog.text and "RuntimeError: unhandled" in caplog.text
-        assert fetch(server.port, "/stream", "srv-2")[2] == b"a=srv-2;b=srv-2;"
-        assert fetch(server.port, "/peek")[2] == b"None"
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
-def test_gunicorn_gthread_sends_our_500_logs_it_and_leaks_no_id(tmp_path: Path) -> None:
-    """gunicorn with one reused pool thread: the client gets our 500 with the header, the
-    server logs the traceback, and the next request on that thread sees no leftover ID."""
-    log = tmp_path / "gunicorn.log"
-    with _gunicorn("-w", "1", "-k", "gthread", "--threads", "1",
-                   "--error-logfile", str(log)) as port:
-        status, headers, body = fetch(port, "/boom", "gu-1")
-        assert (status, headers["x-request-id"], body) == (500, "gu-1", b"Internal Server Error")
-        assert fetch(port, "/peek")[2] == b"None"
-        assert fetch(port, "/stream", "gu-2")[2] == b"a=gu-2;b=gu-2;"
-        assert fetch(port, "/peek")[2] == b"None"
-        deadline = time.monotonic() + 5
-        while "RuntimeError: unhandled in plain WSGI" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        assert "Error handling request" in log.read_text()
-
-
-def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
-    """``--preload``: the master imported the app (which drew an ID, filling the pool) and
-    forked three workers from it. Every generated ID is distinct, across workers too."""
-    with _gunicorn("--preload", "-w", "3", "-k", "sync") as port, ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: fetch(port, "/pid"), range(90)))
-    pids = {body for _, _, body in answers}
-    ids = [headers["x-request-id"] for _, headers, _ in answers]
-    assert len(pids) >= 2, pids  # the requests did spread over the workers
-    assert all(HEX32.fullmatch(cid) for cid in ids)
-    assert len(set(ids)) == len(ids) == 90
-
-
-@contextlib.contextmanager
-def _gunicorn(*options: str) -> Iterator[int]:
-    """gunicorn serving tests.support.apps.wsgi_correlation on a free loopback port, once it
-    answers; yields the port."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
-         *options, "-b", f"127.0.0.1:{port}", "tests.support.apps.wsgi_correlation:app"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                fetch(port, "/peek")
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "no gunicorn"
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
