@@ -1,13 +1,12 @@
 """Multiprocess mode without servers: compaction of dead workers' files (totals preserved
-exactly, also against concurrent scrapes and interrupted compactions), the dead-worker
-sweep, the gunicorn hook and the start-up checks (in a fresh Python, for a fresh
-prometheus_client import). Under real servers, and a worker process read by others:
-tests/e2e/test_multiprocess_*.py."""
+exactly, also against interrupted compactions), the dead-worker sweep, the gunicorn hook
+and the start-up checks (in a fresh Python, for a fresh prometheus_client import). Under
+real servers, several processes racing on one directory, and a worker process read by
+others: tests/e2e/test_multiprocess_*.py."""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from asgi_metrics.multiprocess import directory as multiprocess
 from asgi_metrics.multiprocess.directory import (
@@ -27,54 +25,11 @@ from asgi_metrics.multiprocess.directory import (
     child_exit,
     clean_multiproc_dir,
     collect_directory,
-    derived_counters,
     detect_workers,
 )
+from tests.support.multiprocess import dead_pid, reference, values, write_worker
 from tests.support.paths import ROOT
 from tests.support.processes import run_python
-
-LES = ["0.1", "1.0", "+Inf"]
-
-
-def dead_pid() -> int:
-    """The PID of a process that has exited and been reaped."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
-
-
-def write_worker(directory: Path, pid: int | str, scale: float = 1.0, gauge: float = 0) -> None:
-    """Files like a worker's: a counter, a histogram and a livesum gauge. Values are
-    multiples of 1/8, so sums are exact in any order."""
-    counter = MmapedDict(str(directory / f"counter_{pid}.db"))
-    for route in ("/a", "/b"):
-        counter.write_value(
-            mmap_key("errors", "errors_total", ["route"], [route], "h"), 3 * scale, 0.0)
-    counter.close()
-    histogram = MmapedDict(str(directory / f"histogram_{pid}.db"))
-    for route in ("/a", "/b"):
-        histogram.write_value(
-            mmap_key("dur", "dur_sum", ["route"], [route], "h"), 0.125 * scale, 0.0)
-        for index, le in enumerate(LES):
-            histogram.write_value(
-                mmap_key("dur", "dur_bucket", ["route", "le"], [route, le], "h"),
-                (index + 1) * scale, 0.0)
-    histogram.close()
-    live = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
-    live.write_value(mmap_key("busy", "busy", [], [], "h"), gauge, 0.0)
-    live.close()
-
-
-def values(metrics: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for metric in metrics for sample in metric.samples
-    }
-
-
-def reference(directory: Path) -> dict[Any, float]:
-    """What prometheus_client's own collector says (before any compaction)."""
-    return values(MultiProcessCollector(None, str(directory)).collect())
 
 
 def test_compaction_preserves_totals_exactly(tmp_path: Path) -> None:
@@ -121,28 +76,6 @@ def test_announced_counter_is_derived_exactly_from_the_directory(tmp_path: Path)
     assert set(metrics) == {"errors", "dur", "busy", "reqs"}
 
 
-def _announce_many(directory: str, count: int) -> None:
-    for _ in range(count):
-        announce_derived_counter(directory, "reqs", "Requests.", "dur")
-
-
-def test_concurrent_announcements_are_always_read_whole(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
-    writers = [ctx.Process(target=_announce_many, args=(str(tmp_path), 300)) for _ in range(3)]
-    for proc in writers:
-        proc.start()
-    reads = 0
-    while any(proc.is_alive() for proc in writers) and reads < 20_000:
-        found = derived_counters(str(tmp_path))
-        assert found in ([], [("reqs", "Requests.", "dur")]), found
-        reads += 1
-    for proc in writers:
-        proc.join(30)
-        assert proc.exitcode == 0
-    assert derived_counters(str(tmp_path)) == [("reqs", "Requests.", "dur")]
-    assert [p.name for p in tmp_path.iterdir()] == ["asgi_metrics.derived.reqs.json"]
-
-
 def test_dead_workers_in_flight_gauge_is_swept(tmp_path: Path) -> None:
     gone = dead_pid()
     write_worker(tmp_path, gone, gauge=3)
@@ -161,55 +94,6 @@ def test_zombie_counts_as_dead() -> None:
     proc.wait()
     assert not multiprocess.is_alive(proc.pid)
     assert multiprocess.is_alive(os.getpid())
-
-
-def _scrape_many(directory: str, target: float, out: Any) -> None:
-    """Scrape (and so compact) until the total reaches ``target`` (or a minute passes)."""
-    import time
-
-    totals: list[float] = []
-    deadline = time.monotonic() + 60
-    while (not totals or totals[-1] < target) and time.monotonic() < deadline:
-        found = values(collect_directory(directory))
-        totals.append(found.get(("errors_total", (("route", "/a"),)), 0.0))
-    out.put(totals)
-
-
-def _spawn_dead_workers(directory: str, count: int) -> None:
-    for _ in range(count):
-        # A worker that writes its files (named after its own PID) and exits.
-        proc = multiprocessing.get_context("fork").Process(
-            target=lambda: write_worker(Path(directory), os.getpid()))
-        proc.start()
-        proc.join()
-
-
-def test_compaction_racing_scrapes_never_loses_or_double_counts(tmp_path: Path) -> None:
-    """Workers die (leaving files) while several processes scrape and compact at once:
-    every scrape's total is one of the true totals (never more than what was written,
-    never less than a previous scrape), and the final total is exact."""
-    ctx = multiprocessing.get_context("fork")
-    results = ctx.Queue()
-    scrapers = [ctx.Process(target=_scrape_many, args=(str(tmp_path), 3 * 60, results))
-                for _ in range(4)]
-    writer = ctx.Process(target=_spawn_dead_workers, args=(str(tmp_path), 60))
-    writer.start()
-    for proc in scrapers:
-        proc.start()
-    writer.join(60)
-    seen = [results.get(timeout=60) for _ in scrapers]
-    for proc in scrapers:
-        proc.join(10)
-    for totals in seen:
-        assert totals[-1] == 3 * 60
-        assert len(set(totals)) > 3, "the scrapes did not overlap the compactions"
-        assert totals == sorted(totals), "a scrape went backwards"
-        assert all(total % 3 == 0 and total <= 3 * 60 for total in totals)
-    final = values(collect_directory(str(tmp_path)))
-    assert final[("errors_total", (("route", "/a"),))] == 3 * 60
-    # Buckets are written 1, 2, 3 (not cumulative): +Inf is 6 per worker.
-    assert final[("dur_bucket", (("le", "+Inf"), ("route", "/b")))] == 6 * 60
-    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / JOURNAL_FILE).exists()
 
 
 def test_interrupted_compaction_rolls_forward(tmp_path: Path, monkeypatch: Any) -> None:
