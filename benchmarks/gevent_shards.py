@@ -1,6 +1,6 @@
 """Does the single-process store grow with the connections a ``gunicorn -k gevent`` worker
 has served? Each connection runs in a greenlet of its own. Serves
-``tests/apps/flask_gevent_app.py`` (Flask + ``Metrics(app)``) on 127.0.0.1 with one
+``tests/support/apps/flask_gevent.py`` (Flask + ``Metrics(app)``) on 127.0.0.1 with one
 worker, opens connections one after the other (a new TCP connection each), and after each
 checkpoint reports the store's shard count (``RequestStore.shard_count()``, through the
 app's ``/shards``), the median time of a ``/metrics`` scrape (client side, 7 scrapes) and
@@ -56,7 +56,7 @@ def scrape_ms(port: int, times: int = 7) -> float:
 def main(checkpoints: list[int]) -> None:
     # Not tests.support.servers.gunicorn(): its config is the multiprocess one.
     argv = [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "-w", "1", "-k", "gevent",
-            "tests.apps.flask_gevent_app:app"]
+            "tests.support.apps.flask_gevent:app"]
     with Server(argv) as server:
         (worker,) = server.worker_pids()
         sent = 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,14 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.paths import ROOT
 from tests.support.prometheus_server import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
 
-def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
     """GET ``url`` on a fresh connection (so the server's workers share the requests)."""
     request = urllib.request.Request(url, headers={"Connection": "close"})
     try:
@@ -36,24 +35,6 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """``{label string: value}`` of the samples called ``name`` in an exposition."""
-    found = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match.group(1) == name:
-            found[match.group(2) or ""] = float(match.group(3))
-    return found
-
-
-def total(text: str, name: str, contains: str = "") -> float:
-    """The sum of the samples called ``name`` whose labels contain ``contains``."""
-    return sum(v for labels, v in samples(text, name).items() if contains in labels)
 
 
 class Server:
@@ -100,7 +81,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                if get(f"{self.url}/metrics", timeout=2)[0] == 200:
+                if http_get(f"{self.url}/metrics", timeout=2)[0] == 200:
                     return self
             except OSError:
                 pass
@@ -130,7 +111,7 @@ class Server:
             return {int(pid) for pid in file.read().split()}
 
     def metrics(self) -> str:
-        status, body = get(f"{self.url}/metrics")
+        status, body = http_get(f"{self.url}/metrics")
         assert status == 200, body
         return body
 
@@ -168,7 +149,7 @@ class Server:
 def gunicorn(app: str, *args: str) -> list[str]:
     """A gunicorn command line with the test config (``child_exit`` and the clean-up)."""
     return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "--config",
-            "python:tests.apps.gunicorn_conf", *args, app]
+            "python:tests.support.apps.gunicorn_conf", *args, app]
 
 
 def uvicorn(app: str, *args: str) -> list[str]:

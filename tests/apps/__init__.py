@@ -1,1 +1,0 @@
-"""Tiny apps the multiprocess tests run under real servers (gunicorn, uvicorn)."""
