@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asgi_metrics.asgi.endpoint import metrics_app
+    from asgi_metrics.asgi.exchange import EXCEPTION_KEY
     from asgi_metrics.asgi.middleware import MetricsMiddleware
     from asgi_metrics.core.label_cap import OVERFLOW
     from asgi_metrics.core.labels import (
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "CLIENT_CLOSED_STATUS": "asgi_metrics.core.labels",
     "DEFAULT_BUCKETS": "asgi_metrics.core.settings",
+    "EXCEPTION_KEY": "asgi_metrics.asgi.exchange",
     "OTHER_METHOD": "asgi_metrics.core.labels",
     "OTHER_STATUS": "asgi_metrics.core.labels",
     "OVERFLOW": "asgi_metrics.core.label_cap",
@@ -48,6 +50,7 @@ _WHERE = {
 __all__ = [
     "CLIENT_CLOSED_STATUS",
     "DEFAULT_BUCKETS",
+    "EXCEPTION_KEY",
     "OTHER_METHOD",
     "OTHER_STATUS",
     "OVERFLOW",

@@ -10,7 +10,7 @@ the correlation header added to ``http.response.start``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from contextvars import Token
 from time import perf_counter
 
@@ -22,9 +22,13 @@ from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import read_span
+from asgi_metrics.routes import RouteLookup
 
-#: ``lookup(scope, root_path as it arrived) -> template or None``.
-RouteLookup = Callable[[Scope, str], "str | None"]
+#: An app or framework integration that turns an exception into a 500 response itself
+#: (so the middleware never sees it raised) puts the exception in the scope under this
+#: key to have it counted in the exceptions counter, as ``environ["wsgi_metrics.exception"]``
+#: does for WSGI.
+EXCEPTION_KEY = "asgi_metrics.exception"
 
 
 class Plan:
@@ -153,6 +157,10 @@ class Exchange:
             exemplar = read_span(
                 self.cid if plan.span_attribute else None, plan.exemplars, plan.failures
             )
+        if exc is None:
+            # An exception the app (or its framework) turned into a response itself.
+            reported = self.scope.get(EXCEPTION_KEY)
+            exc = reported if isinstance(reported, BaseException) else None
         plan.recorder.finish(
             self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,

@@ -17,7 +17,7 @@ from typing import Any
 
 from asgi_metrics.asgi.correlation import answer_error
 from asgi_metrics.asgi.endpoint import MetricsEndpoint
-from asgi_metrics.asgi.exchange import Exchange, Plan, RouteLookup, UncountedExchange
+from asgi_metrics.asgi.exchange import Exchange, Plan, UncountedExchange
 from asgi_metrics.asgi.headers import request_header
 from asgi_metrics.asgi.types import ASGIApp, Receive, Scope, Send
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
@@ -26,7 +26,7 @@ from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
 from asgi_metrics.correlation.ids import CorrelationIds
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
-from asgi_metrics.routes.starlette import RouteTemplates
+from asgi_metrics.routes import RouteLookup, lookup_for
 from asgi_metrics.wiring import build
 
 RouteResolver = Callable[[Scope], "str | None"]
@@ -49,7 +49,7 @@ class MetricsMiddleware:
     def __init__(
         self, app: ASGIApp, *, route_resolver: RouteResolver | None = None, **options: Any
     ) -> None:
-        lookup = _route_lookup(route_resolver)  # checked before anything is registered
+        lookup = _route_lookup(app, route_resolver)  # checked before anything is registered
         self.app = app
         self.settings = settings = Settings.build(options)
         parts = build(settings)
@@ -135,10 +135,10 @@ async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseExcepti
         exchange.finish(exchange.unfinished_status(), exc)
 
 
-def _route_lookup(resolver: RouteResolver | None) -> RouteLookup:
-    """The built-in Starlette/FastAPI lookup, or the user's resolver."""
+def _route_lookup(app: ASGIApp, resolver: RouteResolver | None) -> RouteLookup:
+    """The built-in lookup for the wrapped app's framework, or the user's resolver."""
     if resolver is None:
-        return RouteTemplates().lookup
+        return lookup_for(app)
     if not callable(resolver):
         raise ConfigurationError(
             f"setting 'route_resolver': expected a callable, got {resolver!r}"
