@@ -1,6 +1,6 @@
 """Every private name of a dependency this package relies on, in one place.
 
-prometheus_client, opentelemetry-api and FastAPI keep a few things private that we need
+prometheus_client, opentelemetry-api, FastAPI and Falcon keep a few things private that we need
 (for speed, or because no public API gives them). Each is read here, behind a function
 with a fallback, and each has a test (``tests/unit/test_compat.py``), so an upgrade that
 moves one breaks that test, not a request. Nothing else in the package reads a
@@ -97,3 +97,16 @@ def effective_route(context: Any) -> Any:
     """The route a FastAPI route context stands for as matched (``_effective_route``),
     or its original route when a version has no such attribute."""
     return getattr(context, "_effective_route", context.original_route)
+
+
+# -- Falcon ------------------------------------------------------------------------------
+
+#: What :func:`falcon_error_reporter` returns when the reporter cannot be read.
+UNREADABLE = object()
+
+
+def falcon_error_reporter(app: Any) -> Any:
+    """The error reporter already set on a Falcon app with ``set_error_reporter`` (its
+    ``_report_error``, Falcon 4.4+; ``None`` when none is set), so ours can call it rather
+    than replace it; :data:`UNREADABLE` when a version keeps it elsewhere."""
+    return getattr(app, "_report_error", UNREADABLE)

@@ -82,7 +82,8 @@ class MetricsMiddleware:
     (``None`` means unmatched). It is called once per request, when the app calls
     ``start_response`` (or, if it never does, when it has returned or raised), so a
     framework's request state is still alive. Wrapping a Flask app's ``wsgi_app`` picks
-    Flask's matched rule automatically; otherwise every request is ``__unmatched__``.
+    Flask's matched rule automatically, wrapping a ``falcon.App`` Falcon's ``uri_template``;
+    otherwise every request is ``__unmatched__``.
     """
 
     def __init__(
@@ -232,9 +233,17 @@ class MetricsMiddleware:
 
 
 def _framework_resolver(app: object) -> RouteResolver | None:
-    """Flask's route lookup when ``app`` is a Flask app's ``wsgi_app`` (or the app)."""
-    if "flask" not in sys.modules:  # not imported: it cannot be a Flask app
-        return None
-    from wsgi_metrics.flask_routes import resolver_for
+    """Flask's route lookup when ``app`` is a Flask app's ``wsgi_app`` (or the app),
+    Falcon's when it is a ``falcon.App``."""
+    # A framework not imported cannot have built the app: nothing of it is imported here.
+    if "flask" in sys.modules:
+        from wsgi_metrics.flask_routes import resolver_for
 
-    return resolver_for(app)
+        resolver = resolver_for(app)
+        if resolver is not None:
+            return resolver
+    if "falcon" in sys.modules:
+        from wsgi_metrics.falcon_routes import resolver_for as falcon_resolver_for
+
+        return falcon_resolver_for(app)
+    return None

@@ -16,9 +16,19 @@ from typing import Any
 #: ``lookup(scope, root_path as it arrived) -> template or None``.
 RouteLookup = Callable[[MutableMapping[str, Any], str], "str | None"]
 
+
+
+def _falcon(app: object) -> RouteLookup | None:
+    from asgi_metrics.routes.falcon import detect
+
+    return detect(app)  # type: ignore[no-any-return]
+
+
 #: (the framework's top-level package, ``detect(app) -> lookup or None``), tried in order
 #: for an app whose package is imported.
-DETECTORS: list[tuple[str, Callable[[object], RouteLookup | None]]] = []
+DETECTORS: list[tuple[str, Callable[[object], RouteLookup | None]]] = [
+    ("falcon", _falcon),
+]
 
 
 def lookup_for(app: object) -> RouteLookup:

@@ -84,3 +84,17 @@ def test_fastapi_effective_route() -> None:
     assert any(getattr(route, "path", "").endswith("/items/{item_id}") for route in effective)
     # The private attribute exists (the fallback is not what answered).
     assert all(hasattr(ctx, "_effective_route") for ctx in contexts)
+
+
+def test_falcon_error_reporter_reads_the_one_set() -> None:
+    import falcon
+    import falcon.asgi
+
+    def reporter(req: object, error: Exception, params: object, handled: bool) -> None:
+        pass
+
+    for app in (falcon.App(), falcon.asgi.App()):
+        assert compat.falcon_error_reporter(app) is None
+        app.set_error_reporter(reporter)
+        assert compat.falcon_error_reporter(app) is reporter
+    assert compat.falcon_error_reporter(object()) is compat.UNREADABLE
