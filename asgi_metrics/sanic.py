@@ -56,7 +56,9 @@ _ENDPOINT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 class _Open:
     """One counted request in progress."""
 
-    __slots__ = ("done", "exc", "in_flight", "method", "request", "scheme", "start")
+    __slots__ = (
+        "done", "exc", "http", "in_flight", "method", "request", "scheme", "start",
+    )
 
     def __init__(self, request: Request, method: str, scheme: str, in_flight: bool) -> None:
         self.start = perf_counter()
@@ -66,6 +68,9 @@ class _Open:
         self.in_flight = in_flight
         self.exc: BaseException | None = None
         self.done = False
+        #: Sanic's connection stream (``request.stream``, which Sanic clears when the
+        #: request ends): it still knows the response started when the client left.
+        self.http = request.stream
 
 
 def _template(request: Request) -> str | None:
@@ -150,7 +155,7 @@ class Metrics:
                 state.exc = exception
             if request.responded:
                 # The response has started: Sanic will not send it again, nor signal it.
-                self._finish(state, _started_status(request))
+                self._finish(state, _started_status(state.http))
         except Exception as exc:
             self.recorder.failures.report("recording a request", exc)
 
@@ -162,7 +167,7 @@ class Metrics:
     async def _on_complete(self, conn_info: object) -> None:
         state = self._open.pop(id(conn_info), None)
         if state is not None and not state.done:
-            self._finish(state, _started_status(state.request) or CLIENT_CLOSED_STATUS)
+            self._finish(state, _started_status(state.http) or CLIENT_CLOSED_STATUS)
 
     # -- recording -----------------------------------------------------------------------
 
@@ -213,8 +218,8 @@ class Metrics:
         return HTTPResponse(body, status=status, headers=Header(kept), content_type=content_type)
 
 
-def _started_status(request: Request) -> int:
-    """The status of the response already started for ``request``, or 0."""
-    response = getattr(request.stream, "response", None)  # Sanic's Http: the one sent
+def _started_status(http: object) -> int:
+    """The status of the response already started on Sanic's stream ``http``, or 0."""
+    response = getattr(http, "response", None)  # the one sent (or being sent)
     status = getattr(response, "status", 0)
     return status if isinstance(status, int) else 0
