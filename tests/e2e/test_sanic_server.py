@@ -82,3 +82,17 @@ def test_client_leaving_mid_stream_is_recorded(server: Server) -> None:
         time.sleep(0.05)
     assert requests_by_labels(samples) == {("GET", "/api/stream", "200"): 1}
     assert in_flight(samples) == 0
+
+
+def test_two_workers_share_the_multiprocess_directory(tmp_path: Path) -> None:
+    argv = [SANIC, "example_apps.sanic_app.app:app", "--host", "127.0.0.1", "--port",
+            "{port}", "--workers", "2", "--no-motd", "--no-access-logs"]
+    with Server(argv, multiproc_dir=str(tmp_path)) as server:
+        for _ in range(20):  # fresh connections: both workers take some
+            assert call(server, "/api/users/7")[0] == 200
+        for _ in range(4):  # whichever worker answers, the sum over both
+            samples = parse_samples(server.metrics())
+            assert requests_by_labels(samples) == {
+                ("GET", "/api/users/<user_id:int>", "200"): 20,
+            }
+            assert in_flight(samples) == 0
