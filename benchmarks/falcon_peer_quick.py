@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client import CollectorRegistry
 
-from benchmarks.flask_peer_quick import App, run  # noqa: E402
+from benchmarks.flask_peer_quick import App, run
 
 
 class User:
