@@ -17,6 +17,7 @@ from time import perf_counter
 from asgi_metrics.asgi.headers import Header, declared_size, with_header
 from asgi_metrics.asgi.types import Message, Receive, Scope, Send
 from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.rules import route_or_unmatched
@@ -24,11 +25,8 @@ from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import read_span
 from asgi_metrics.routes import RouteLookup
 
-#: An app or framework integration that turns an exception into a 500 response itself
-#: (so the middleware never sees it raised) puts the exception in the scope under this
-#: key to have it counted in the exceptions counter, as ``environ["wsgi_metrics.exception"]``
-#: does for WSGI.
-EXCEPTION_KEY = "asgi_metrics.exception"
+#: Where an app reports an exception it turned into its own response (see core/keys.py).
+EXCEPTION_KEY = ASGI_EXCEPTION_KEY
 
 
 class Plan:

@@ -26,11 +26,10 @@ import falcon
 import falcon.asgi
 
 from asgi_metrics.compat import UNREADABLE, falcon_error_reporter
+from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
 
 #: Where the Falcon middleware leaves the matched template in the scope.
 ROUTE_KEY = "asgi_metrics.falcon.route"
-#: ``asgi_metrics.EXCEPTION_KEY``, spelled out: this layer is below the ASGI adapter.
-_EXCEPTION_KEY = "asgi_metrics.exception"
 #: Falcon's exceptions that are responses (4xx, redirects, its own 500 raised on purpose).
 _RESPONSES = (falcon.HTTPError, falcon.HTTPStatus)
 
@@ -57,7 +56,7 @@ def _reporter(previous: Any) -> Any:
         # is noted for them too (Falcon skips process_response when it re-raises).
         scope = req.scope
         if handled and not isinstance(error, _RESPONSES):
-            scope.setdefault(_EXCEPTION_KEY, error)  # the first one: the cause
+            scope.setdefault(ASGI_EXCEPTION_KEY, error)  # the first one: the cause
         template = req.uri_template
         if template is not None:
             scope[ROUTE_KEY] = template
