@@ -2,9 +2,9 @@
 
 The layers: ``unit/`` (the framework-agnostic parts), ``adapters/<asgi|wsgi|flask|django>/``
 (through a real framework, in process), ``e2e/`` (real servers and other programs:
-uvicorn, gunicorn, granian, hypercorn, Werkzeug's server, Prometheus, promtool; the soak,
-the floods, several processes sharing a multiprocess directory). Helpers and test apps live
-in ``support/``. ``pytest -m "not e2e"`` runs the fast layers alone.
+uvicorn, gunicorn, granian, hypercorn, daphne, waitress, Werkzeug's server, Prometheus,
+promtool; the soak, the floods, several processes sharing a multiprocess directory).
+Helpers and test apps live in ``support/``. ``pytest -m "not e2e"`` runs the fast layers alone.
 """
 
 from __future__ import annotations

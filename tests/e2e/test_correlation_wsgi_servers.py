@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import logging
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from werkzeug.serving import make_server
 
 from tests.support.apps.wsgi_echo import wrap
 from tests.support.paths import ROOT
+from tests.support.servers import free_port
 from wsgi_metrics import get_correlation_id
 from wsgi_metrics.middleware import Environ, StartResponse
 
@@ -105,7 +105,7 @@ def test_gunicorn_preforked_workers_never_share_generated_ids() -> None:
 def _gunicorn(*options: str) -> Iterator[int]:
     """gunicorn serving tests.support.apps.wsgi_correlation on a free loopback port, once it
     answers; yields the port."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--pythonpath", str(ROOT),
          *options, "-b", f"127.0.0.1:{port}", "tests.support.apps.wsgi_correlation:app"],
@@ -124,10 +124,4 @@ def _gunicorn(*options: str) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 

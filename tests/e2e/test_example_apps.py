@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.paths import ROOT
-from tests.support.promtool import promtool_clean
+from tests.support.promtool import check_metrics
 from tests.support.scrape import (
     Samples,
     exceptions_by_labels,
@@ -24,16 +23,11 @@ from tests.support.scrape import (
     parse_samples,
     requests_by_labels,
 )
+from tests.support.servers import free_port
 
 BIN = Path(sys.executable).parent
 FLASK_DIR = ROOT / "example_apps" / "flask_app"
 DJANGO_DIR = ROOT / "example_apps" / "django_app"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
@@ -136,7 +130,7 @@ def test_flask_under_gunicorn(server: int) -> None:
     assert requests_by_labels(samples) == expected
     assert exceptions_by_labels(samples) == {("GET", "/api/boom", "RuntimeError"): 2}
     assert in_flight(samples) == 0
-    promtool_clean(text)
+    check_metrics(text)
 
 
 DJANGO_PLAN = [
@@ -173,4 +167,4 @@ def test_django_under_gunicorn_and_uvicorn(server: int) -> None:
     assert requests_by_labels(samples) == DJANGO_EXPECTED
     assert exceptions_by_labels(samples) == {("GET", "/api/boom/", "RuntimeError"): 2}
     assert in_flight(samples) == 0
-    promtool_clean(text)
+    check_metrics(text)

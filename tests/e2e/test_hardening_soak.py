@@ -28,16 +28,11 @@ import pytest
 
 from tests.support.paths import ROOT
 from tests.support.scrape import series_of
+from tests.support.servers import free_port
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 MAX_REQUESTS = int(os.environ.get("SOAK_MAX_REQUESTS", "2000000"))
 CLIENTS = 6
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _rss_kib(pid: int) -> int:
@@ -51,7 +46,7 @@ def _rss_kib(pid: int) -> int:
 def server() -> Any:
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc for the server's RSS")
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HTTP_METRICS_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "tests.support.apps.soak:app",

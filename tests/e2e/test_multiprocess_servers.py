@@ -17,9 +17,16 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.prometheus_server import free_port
 from tests.support.scrape import samples_by_label_string, total
-from tests.support.servers import BIN, Server, gunicorn, http_get, uvicorn
+from tests.support.servers import (
+    BIN,
+    Server,
+    free_port,
+    gunicorn,
+    http_get,
+    uvicorn,
+    uvicorn_worker,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc"), reason="needs Linux /proc")
 
@@ -29,7 +36,7 @@ SERVERS = {
     "gunicorn-gthread": gunicorn("tests.support.apps.multiprocess_wsgi:app", "-w", "2",
                                  "-k", "gthread", "--threads", "4", "--timeout", "120"),
     "gunicorn-uvicorn-worker": gunicorn("tests.support.apps.multiprocess_asgi:app", "-w", "2", "-k",
-                                        "uvicorn.workers.UvicornWorker", "--timeout", "120"),
+                                        uvicorn_worker(), "--timeout", "120"),
     "uvicorn-workers": uvicorn("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
 }
 
@@ -173,7 +180,7 @@ def our_families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[Any, .
 
 @pytest.mark.parametrize("app,worker", [
     ("tests.support.apps.multiprocess_wsgi:app", "sync"),
-    ("tests.support.apps.multiprocess_asgi:app", "uvicorn.workers.UvicornWorker"),
+    ("tests.support.apps.multiprocess_asgi:app", uvicorn_worker()),
 ], ids=["sync", "uvicorn-worker"])
 def test_master_listener_shows_what_a_worker_shows(app: str, worker: str, tmp_path: Path) -> None:
     """``start_metrics_server`` in the gunicorn arbiter (no middleware there) shows the

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import Server, granian, gunicorn, hypercorn, uvicorn
+from tests.support.servers import Server, granian, gunicorn, hypercorn, uvicorn, uvicorn_worker
 
 
 @pytest.mark.parametrize("argv", [
     gunicorn("tests.support.apps.multiprocess_asgi:app", "-w", "2",
-             "-k", "uvicorn.workers.UvicornWorker"),
+             "-k", uvicorn_worker()),
     uvicorn("tests.support.apps.multiprocess_asgi:app", "--workers", "2"),
 ], ids=["gunicorn", "uvicorn"])
 def test_several_workers_without_directory_warn_loudly(argv: list[str]) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import uvicorn
 
-from tests.support.prometheus_server import PrometheusServer, free_port
+from tests.support.prometheus_server import PrometheusServer
+from tests.support.servers import free_port
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@
 - ``bodies``: the request body (whole and chunked) of the request size tests;
 - ``multiprocess``, ``processes``: a multiprocess directory written by hand; a fresh Python;
 - ``paths``, ``servers``, ``binaries``, ``promtool``, ``prometheus_server``: real servers
-  (uvicorn, gunicorn, granian, hypercorn, Prometheus) on loopback, and promtool;
+  (uvicorn, gunicorn, granian, hypercorn, daphne, waitress, Prometheus) on loopback, and
+  promtool;
 - ``apps``: the apps the tests serve, by import or by name on a server's command line.
 """

@@ -15,7 +15,6 @@ terminated (then killed after a timeout) when the context is left.  If the
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,10 +27,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from tests.support.binaries import require_binary
+from tests.support.servers import free_port
 
 T = TypeVar("T")
 
-__all__ = ["PrometheusAPIError", "PrometheusServer", "free_port"]
+__all__ = ["PrometheusAPIError", "PrometheusServer"]
 
 
 class PrometheusAPIError(AssertionError):
@@ -40,13 +40,6 @@ class PrometheusAPIError(AssertionError):
     def __init__(self, message: str, error_type: str | None = None) -> None:
         super().__init__(message)
         self.error_type = error_type
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class PrometheusServer:

@@ -7,7 +7,6 @@ missing the calling test is skipped, or fails if ``CI`` is set.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,12 +78,3 @@ def check_metrics(text: bytes | str) -> None:
             f"promtool check metrics reported problems (exit {proc.returncode}):\n{details}"
         )
 
-
-def promtool_clean(text: str) -> None:
-    """``promtool check metrics`` on ``text`` exits 0 and prints nothing (promtool from
-    ``PATH``, else Debian's ``/usr/bin/promtool``; no skip when it is missing)."""
-    promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    result = subprocess.run(
-        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
-    )
-    assert result.returncode == 0 and not result.stdout and not result.stderr, result

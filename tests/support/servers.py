@@ -1,15 +1,19 @@
-"""Run real app servers (gunicorn, uvicorn, granian, hypercorn) on loopback for tests, and
-talk to them.
+"""Run real app servers (gunicorn, uvicorn, granian, hypercorn, daphne, waitress) on
+loopback for tests, and talk to them.
 
 Every server runs in its own process group and is always stopped (SIGTERM, then SIGKILL
-after a timeout) when the context is left, with all of its workers.
+after a timeout) when the context is left, with all of its workers. One function per
+server builds its command line (``{port}`` stands for the free port the :class:`Server`
+picks); :func:`require_server` skips a test whose server is not installed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -20,11 +24,39 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
+from tests.support.binaries import running_in_ci
 from tests.support.paths import ROOT
-from tests.support.prometheus_server import free_port
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def require_server(server: Sequence[str], needs: Sequence[str] = ()) -> None:
+    """Skip the calling test when a module of the ``server`` under test (e.g. ``gunicorn``,
+    ``gevent``) cannot be imported: that server is not installed here.
+
+    Once the server is installed it never drops out silently: a missing module of what
+    the test ``needs`` besides (the app's framework, a client library) skips it only
+    outside CI, and fails it under ``CI``; a server that then fails to start fails.
+    """
+    missing = [name for name in server if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"server not installed: {', '.join(missing)} (pip install -e '.[test]')")
+    missing = [name for name in needs if importlib.util.find_spec(name) is None]
+    if missing:
+        reason = f"{', '.join(server)} installed, but not {', '.join(missing)}"
+        if running_in_ci():
+            pytest.fail(f"{reason}: required when CI is set", pytrace=False)
+        pytest.skip(f"{reason} (pip install -e '.[test]')")
 
 
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
@@ -146,10 +178,21 @@ class Server:
         self.stop()
 
 
-def gunicorn(app: str, *args: str) -> list[str]:
-    """A gunicorn command line with the test config (``child_exit`` and the clean-up)."""
-    return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", "--config",
-            "python:tests.support.apps.gunicorn_conf", *args, app]
+def gunicorn(app: str, *args: str, multiprocess: bool = True) -> list[str]:
+    """A gunicorn command line; with ``multiprocess`` (the default) with the test config
+    (``child_exit`` and the clean-up of ``PROMETHEUS_MULTIPROC_DIR``, which must be set),
+    without it a plain gunicorn (the single-process store)."""
+    config = ["--config", "python:tests.support.apps.gunicorn_conf"] if multiprocess else []
+    return [str(BIN / "gunicorn"), "--bind", "127.0.0.1:{port}", *config, *args, app]
+
+
+def uvicorn_worker() -> str:
+    """The gunicorn worker class that runs uvicorn: ``uvicorn_worker.UvicornWorker`` (the
+    ``uvicorn-worker`` package) where installed, else the deprecated
+    ``uvicorn.workers.UvicornWorker`` that older uvicorn releases ship."""
+    if importlib.util.find_spec("uvicorn_worker") is not None:
+        return "uvicorn_worker.UvicornWorker"
+    return "uvicorn.workers.UvicornWorker"
 
 
 def uvicorn(app: str, *args: str) -> list[str]:
@@ -157,11 +200,22 @@ def uvicorn(app: str, *args: str) -> list[str]:
             "--log-level", "warning", *args, app]
 
 
-def granian(app: str, *args: str) -> list[str]:
-    """A granian command line serving the ASGI app ``app``."""
-    return [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
+def granian(app: str, *args: str, interface: str = "asgi") -> list[str]:
+    """A granian command line serving ``app`` (an ASGI app, or WSGI with
+    ``interface="wsgi"``)."""
+    return [str(BIN / "granian"), "--interface", interface, "--host", "127.0.0.1", "--port",
             "{port}", *args, app]
 
 
 def hypercorn(app: str, *args: str) -> list[str]:
     return [str(BIN / "hypercorn"), "--bind", "127.0.0.1:{port}", *args, app]
+
+
+def daphne(app: str, *args: str) -> list[str]:
+    """A daphne command line serving the ASGI app ``app``."""
+    return [str(BIN / "daphne"), "--bind", "127.0.0.1", "--port", "{port}", *args, app]
+
+
+def waitress(app: str, *args: str) -> list[str]:
+    """A waitress command line serving the WSGI app ``app``."""
+    return [str(BIN / "waitress-serve"), "--listen", "127.0.0.1:{port}", *args, app]

@@ -1,11 +1,13 @@
-"""The app the uvicorn end-to-end tests serve: ``uvicorn tests.support.apps.fastapi_served:app``."""
+"""The app the ASGI end-to-end tests serve: ``uvicorn tests.support.apps.fastapi_served:app``
+(and the other ASGI servers of ``tests/e2e/test_server_matrix.py``). ``/ws`` is a websocket
+that echoes each text message, which the middleware passes through uncounted."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry
 
@@ -20,8 +22,10 @@ async def get_item(item_id: int) -> dict[str, int]:
 
 
 @items.post("/items")
-async def create_item() -> dict[str, str]:
-    return {"created": "yes"}
+async def create_item(request: Request) -> dict[str, int]:
+    # Read to its end, as a real handler would: hypercorn 0.18 over HTTP/2 drops the
+    # connection when body data comes in after the response (pgjones/hypercorn#329).
+    return {"created": len(await request.body())}
 
 
 api = FastAPI()
@@ -45,6 +49,16 @@ async def wait_for_disconnect(request: Request) -> PlainTextResponse:
             break
         await asyncio.sleep(0.01)
     return PlainTextResponse("too late")
+
+
+@api.websocket("/ws")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(f"echo {await websocket.receive_text()}")
+    except WebSocketDisconnect:
+        pass
 
 
 @api.get("/boom")
