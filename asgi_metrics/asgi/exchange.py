@@ -22,13 +22,7 @@ from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import read_span
-from asgi_metrics.routes import RouteLookup
-
-#: An app or framework integration that turns an exception into a 500 response itself
-#: (so the middleware never sees it raised) puts the exception in the scope under this
-#: key to have it counted in the exceptions counter, as ``environ["wsgi_metrics.exception"]``
-#: does for WSGI.
-EXCEPTION_KEY = "asgi_metrics.exception"
+from asgi_metrics.routes import EXCEPTION_KEY, RouteLookup  # EXCEPTION_KEY: see routes
 
 
 class Plan:

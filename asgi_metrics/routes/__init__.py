@@ -5,20 +5,48 @@ ASGI framework (Flask's and Django's live with their adapters in ``wsgi_metrics`
 middleware is built: a framework's own when the app is one of its apps (a module for it
 registers in :data:`DETECTORS`), else the Starlette/FastAPI lookup, which reads
 ``scope["router"]`` and answers ``None`` (unmatched) for any other app.
+
+A framework's module may also hook the framework's exception handling, to report in
+``scope[EXCEPTION_KEY]`` the exceptions the framework turns into its own 500.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, MutableMapping
+from importlib import import_module
 from typing import Any
+
+#: An app or framework integration that turns an exception into a 500 response itself
+#: (so the middleware never sees it raised) puts the exception in the scope under this
+#: key to have it counted in the exceptions counter, as ``environ["wsgi_metrics.exception"]``
+#: does for WSGI. Defined here, below the ASGI adapter, so the framework modules can set
+#: it; the exchange reads it when the request is recorded.
+EXCEPTION_KEY = "asgi_metrics.exception"
 
 #: ``lookup(scope, root_path as it arrived) -> template or None``.
 RouteLookup = Callable[[MutableMapping[str, Any], str], "str | None"]
 
+Detector = Callable[[object], "RouteLookup | None"]
+
+
+def _lazy(module: str) -> Detector:
+    """``module.detect``, imported on first use: only once its framework is imported."""
+
+    def detect(app: object) -> RouteLookup | None:
+        found: RouteLookup | None = import_module(module).detect(app)
+        return found
+
+    return detect
+
+
 #: (the framework's top-level package, ``detect(app) -> lookup or None``), tried in order
-#: for an app whose package is imported.
-DETECTORS: list[tuple[str, Callable[[object], RouteLookup | None]]] = []
+#: for an app whose package is imported. ``detect`` may raise ``ConfigurationError`` for
+#: an app the middleware cannot work around (Litestar's per-route middleware stack).
+DETECTORS: list[tuple[str, Detector]] = [
+    ("litestar", _lazy("asgi_metrics.routes.litestar")),
+    ("quart", _lazy("asgi_metrics.routes.quart")),
+]
 
 
 def lookup_for(app: object) -> RouteLookup:
