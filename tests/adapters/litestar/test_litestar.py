@@ -262,3 +262,12 @@ class NewStyle(ASGIMiddleware):
 def test_in_litestars_middleware_list_it_refuses_to_start(middleware: list[Any]) -> None:
     with pytest.raises(ConfigurationError, match=r"app = MetricsMiddleware\(Litestar"):
         Litestar(route_handlers=[index], middleware=middleware, openapi_config=None)
+
+
+async def test_a_server_root_path_is_not_part_of_the_template() -> None:
+    app = wrap(make_app())
+    transport = httpx.ASGITransport(app=app, root_path="/proxy")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/proxy/api/v1/items/3")).status_code == 200
+        samples = parse_samples((await client.get("/proxy/metrics")).text)
+    assert requests_by_labels(samples) == {("GET", "/api/v1/items/{item_id}", "200"): 1}
