@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asgi_metrics.asgi.endpoint import metrics_app
-    from asgi_metrics.asgi.exchange import EXCEPTION_KEY
     from asgi_metrics.asgi.middleware import MetricsMiddleware
     from asgi_metrics.core.label_cap import OVERFLOW
     from asgi_metrics.core.labels import (
@@ -27,12 +26,13 @@ if TYPE_CHECKING:
     from asgi_metrics.correlation.context import get_correlation_id
     from asgi_metrics.correlation.log_filter import CorrelationIdFilter
     from asgi_metrics.exposition.server import MetricsServer, start_metrics_server
+    from asgi_metrics.routes import EXCEPTION_KEY
 
 #: Public name -> the module defining it.
 _WHERE = {
     "CLIENT_CLOSED_STATUS": "asgi_metrics.core.labels",
     "DEFAULT_BUCKETS": "asgi_metrics.core.settings",
-    "EXCEPTION_KEY": "asgi_metrics.asgi.exchange",
+    "EXCEPTION_KEY": "asgi_metrics.routes",
     "OTHER_METHOD": "asgi_metrics.core.labels",
     "OTHER_STATUS": "asgi_metrics.core.labels",
     "OVERFLOW": "asgi_metrics.core.label_cap",

@@ -35,15 +35,16 @@ RouteResolver = Callable[[Scope], "str | None"]
 class MetricsMiddleware:
     """Counts and times every HTTP request and serves ``/metrics``.
 
-    ``app.add_middleware(MetricsMiddleware)`` in Starlette/FastAPI, or
-    ``app = MetricsMiddleware(app, **options)`` around any ASGI app. ``options`` are the
-    settings documented in ``docs/configuration.md`` (``namespace``, ``buckets``,
-    ``exclude_paths``, ...); ``HTTP_METRICS_*`` environment variables fill in what is not
-    given.
+    ``app.add_middleware(MetricsMiddleware)`` in Starlette/FastAPI,
+    ``app = MetricsMiddleware(Litestar(...))``, ``app.asgi_app =
+    MetricsMiddleware(app.asgi_app)`` in Quart, or ``app = MetricsMiddleware(app,
+    **options)`` around any ASGI app. ``options`` are the settings documented in
+    ``docs/configuration.md`` (``namespace``, ``buckets``, ``exclude_paths``, ...);
+    ``HTTP_METRICS_*`` environment variables fill in what is not given.
 
-    ``route_resolver(scope) -> str | None`` replaces the built-in Starlette/FastAPI route
-    lookup; it is called after the app has handled the request and must return a route
-    *template* (``None`` means unmatched).
+    ``route_resolver(scope) -> str | None`` replaces the built-in route lookup
+    (Starlette/FastAPI, Litestar, Quart); it is called after the app has handled the
+    request and must return a route *template* (``None`` means unmatched).
     """
 
     def __init__(
@@ -136,9 +137,13 @@ async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseExcepti
 
 
 def _route_lookup(app: ASGIApp, resolver: RouteResolver | None) -> RouteLookup:
-    """The built-in lookup for the wrapped app's framework, or the user's resolver."""
+    """The built-in lookup for the wrapped app's framework, or the user's resolver.
+
+    The framework's is found either way: finding it also hooks the framework's exception
+    handling (Litestar, Quart), which a user's resolver does not replace."""
+    framework = lookup_for(app)
     if resolver is None:
-        return lookup_for(app)
+        return framework
     if not callable(resolver):
         raise ConfigurationError(
             f"setting 'route_resolver': expected a callable, got {resolver!r}"

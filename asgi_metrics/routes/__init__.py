@@ -5,29 +5,47 @@ ASGI framework (Flask's and Django's live with their adapters in ``wsgi_metrics`
 middleware is built: a framework's own when the app is one of its apps (a module for it
 registers in :data:`DETECTORS`), else the Starlette/FastAPI lookup, which reads
 ``scope["router"]`` and answers ``None`` (unmatched) for any other app.
+
+A framework's module may also hook the framework's exception handling, to report in
+``scope[EXCEPTION_KEY]`` the exceptions the framework turns into its own 500.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, MutableMapping
+from importlib import import_module
 from typing import Any
+
+from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
+
+#: Where a framework module reports an exception its framework turned into its own 500
+#: (the one definition is in :mod:`asgi_metrics.core.keys`).
+EXCEPTION_KEY = ASGI_EXCEPTION_KEY
 
 #: ``lookup(scope, root_path as it arrived) -> template or None``.
 RouteLookup = Callable[[MutableMapping[str, Any], str], "str | None"]
 
+Detector = Callable[[object], "RouteLookup | None"]
 
 
-def _falcon(app: object) -> RouteLookup | None:
-    from asgi_metrics.routes.falcon import detect
+def _lazy(module: str) -> Detector:
+    """``module.detect``, imported on first use: only once its framework is imported."""
 
-    return detect(app)  # type: ignore[no-any-return]
+    def detect(app: object) -> RouteLookup | None:
+        found: RouteLookup | None = import_module(module).detect(app)
+        return found
+
+    return detect
 
 
 #: (the framework's top-level package, ``detect(app) -> lookup or None``), tried in order
-#: for an app whose package is imported.
-DETECTORS: list[tuple[str, Callable[[object], RouteLookup | None]]] = [
-    ("falcon", _falcon),
+#: for an app whose package is imported. ``detect`` may raise ``ConfigurationError`` for
+#: an app the middleware cannot work around (Litestar's per-route middleware stack).
+DETECTORS: list[tuple[str, Detector]] = [
+    ("litestar", _lazy("asgi_metrics.routes.litestar")),
+    ("quart", _lazy("asgi_metrics.routes.quart")),
+    ("falcon", _lazy("asgi_metrics.routes.falcon")),
 ]
 
 

@@ -1,0 +1,1 @@
+"""The Litestar example app (see ``app.py`` for how to run it)."""

@@ -1,0 +1,59 @@
+"""End to end: the Litestar example app under a real uvicorn on 127.0.0.1, known traffic,
+a real scrape: exact counts per template, the 500 counted once, in-flight back to 0."""
+
+from __future__ import annotations
+
+import time
+
+from tests.support.promtool import check_metrics
+from tests.support.scrape import (
+    Samples,
+    exceptions_by_labels,
+    in_flight,
+    parse_samples,
+    requests_by_labels,
+)
+from tests.support.servers import Server, http_get, uvicorn
+
+PLAN = [
+    ("/", 200, 2),
+    ("/api/users/1", 200, 3),
+    ("/api/users/1/", 200, 1),  # Litestar serves it as the same route, no redirect
+    ("/api/users/500", 404, 1),
+    ("/api/boom", 500, 2),
+    ("/api/stream", 200, 2),
+    ("/missing", 404, 1),
+    ("/healthz", 200, 3),  # excluded
+]
+EXPECTED = {
+    ("GET", "/", "200"): 2,
+    ("GET", "/api/users/{user_id}", "200"): 4,
+    ("GET", "/api/users/{user_id}", "404"): 1,
+    ("GET", "/api/boom", "500"): 2,
+    ("GET", "/api/stream", "200"): 2,
+    ("GET", "__unmatched__", "404"): 1,
+}
+
+
+def scrape_until(server: Server, expected: dict[tuple[str, str, str], float]) -> Samples:
+    # A response is recorded when its last body message is handed to the server, which
+    # may be a moment after the client read it.
+    deadline = time.monotonic() + 5
+    while True:
+        samples = parse_samples(server.metrics())
+        if requests_by_labels(samples) == expected or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
+def test_litestar_under_uvicorn() -> None:
+    with Server(uvicorn("example_apps.litestar_app.app:app")) as server:
+        for path, status, times in PLAN:
+            for _ in range(times):
+                assert http_get(server.url + path)[0] == status, path
+        samples = scrape_until(server, EXPECTED)
+        text = server.metrics()
+    assert requests_by_labels(samples) == EXPECTED
+    assert exceptions_by_labels(samples) == {("GET", "/api/boom", "RuntimeError"): 2}
+    assert in_flight(samples) == 0
+    check_metrics(text)
