@@ -277,30 +277,28 @@ class Exchange:
         request_size = self.request_size
         if isinstance(request_size, CountingInput):
             request_size = request_size.count  # what the app read of a chunked body
+        if exc is None:
+            # An exception the app turned into a response itself (start_response with
+            # exc_info, or a framework that reported it in the environ) is still counted.
+            exc = self.exc
+            if exc is None:
+                handled = self.environ.get(EXCEPTION_KEY)
+                if isinstance(handled, BaseException):
+                    exc = handled
+        status = self.status
+        if not status:
+            # No status: closed before the body was consumed means the server gave up on
+            # the client; anything else ends in the server's own 500.
+            status = (
+                CLIENT_CLOSED_STATUS
+                if closed and not failed and self.iteration_end is None
+                else 500
+            )
         # Positional: this is per request, and keyword arguments cost more.
         plan.recorder.finish(
-            self.method, route, self._final_status(closed, failed), duration,
-            self.in_flight, self._handled_exception() if exc is None else exc, self.ttfb,
-            request_size,
-            self.response_size, self.span_ids, self.scheme,
+            self.method, route, status, duration, self.in_flight, exc, self.ttfb,
+            request_size, self.response_size, self.span_ids, self.scheme,
         )
-
-    def _final_status(self, closed: bool, failed: bool) -> int:
-        # No status: closed before the body was consumed means the server gave up on the
-        # client; anything else ends in the server's own 500.
-        if self.status:
-            return self.status
-        if closed and not failed and self.iteration_end is None:
-            return CLIENT_CLOSED_STATUS
-        return 500
-
-    def _handled_exception(self) -> BaseException | None:
-        # An exception the app turned into a response itself (start_response with
-        # exc_info, or a framework that reported it in the environ) is still counted.
-        if self.exc is not None:
-            return self.exc
-        handled = self.environ.get(EXCEPTION_KEY)
-        return handled if isinstance(handled, BaseException) else None
 
 
 class SizedExchange(Exchange):

@@ -178,7 +178,24 @@ class MetricsMiddleware:
             exchange.finish(exc, True)
             exchange.release()
             raise
-        return self._body(exchange, result, environ, start_response)
+        # What goes back to the server: the exchange around the app's iterable, or the
+        # server's own file wrapper with its close() observed.
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is None:
+            if from_test_client(environ, start_response):
+                self._handed.add(exchange)
+        elif isinstance(wrapper, type) and isinstance(result, wrapper):
+            passed = exchange.pass_file(result)
+            if passed is not None:
+                return passed  # type: ignore[no-any-return]
+        exchange.iterable = result
+        if hasattr(result, "__len__"):
+            # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
+            # it stays visible. Same layout, so switching the class is safe and cheaper
+            # than a second object.
+            exchange.__class__ = self._bodies[1]
+        return exchange
+
 
     def _begin(
         self, environ: Environ, start_response: StartResponse, path: object
@@ -205,32 +222,6 @@ class MetricsMiddleware:
                 # Fail open: served without a correlation ID rather than not at all.
                 self.recorder.failures.report("reading the request", exc)
         return exchange
-
-    def _body(
-        self,
-        exchange: Exchange,
-        result: Iterable[bytes],
-        environ: Environ,
-        start_response: StartResponse,
-    ) -> Iterable[bytes]:
-        """What goes back to the server: the exchange around the app's iterable, or the
-        server's own file wrapper with its close() observed."""
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is None:
-            if from_test_client(environ, start_response):
-                self._handed.add(exchange)
-        elif isinstance(wrapper, type) and isinstance(result, wrapper):
-            passed = exchange.pass_file(result)
-            if passed is not None:
-                return passed  # type: ignore[no-any-return]
-        exchange.iterable = result
-        if hasattr(result, "__len__"):
-            # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
-            # it stays visible. Same layout, so switching the class is safe and cheaper
-            # than a second object.
-            exchange.__class__ = self._bodies[1]
-        return exchange
-
 
 def _framework_resolver(app: object) -> RouteResolver | None:
     """Flask's route lookup when ``app`` is a Flask app's ``wsgi_app`` (or the app),

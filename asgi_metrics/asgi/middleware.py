@@ -70,7 +70,9 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = request_path(scope)
+        path = scope.get("path")
+        if scope.get("root_path"):
+            path = request_path(scope)
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
@@ -90,7 +92,8 @@ class MetricsMiddleware:
         # Only on success: after an unhandled exception the ID stays set, so the outer
         # error handler and the server's error log line still see it (a request's context
         # ends with its task anyway).
-        exchange.release()
+        if exchange.token is not None:
+            exchange.release()
 
     def _begin(self, scope: Scope, path: object, receive: Receive, send: Send) -> Exchange | None:
         """The request's observer, its correlation ID set; ``None`` when it is neither

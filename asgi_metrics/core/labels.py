@@ -6,6 +6,8 @@ these functions, which map anything unexpected onto one fixed value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 #: The labels of one series: (method, route, status) or (method, route, exception type).
 Key = tuple[str, str, str]
 
@@ -29,11 +31,20 @@ _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
 _STATUS_CLASS_LABELS = {code: f"{code // 100}xx" for code in range(100, 600)}
 
 
-def method_label(method: object) -> str:
-    """Return ``method`` if it is a standard HTTP method, else :data:`OTHER_METHOD`."""
-    if method in KNOWN_METHODS:
-        return str(method)
-    return OTHER_METHOD
+class _MethodLabels(dict[object, str]):
+    """Each standard method to itself; any other (hashable) token to :data:`OTHER_METHOD`.
+    A dict, so the common case is one lookup in C with no Python frame."""
+
+    def __missing__(self, method: object) -> str:
+        return OTHER_METHOD
+
+
+#: ``method_label(method) -> label``: ``method`` if it is a standard HTTP method, else
+#: :data:`OTHER_METHOD`. Raises ``TypeError`` for an unhashable value (a broken server's),
+#: which the adapters' fail-open handling catches.
+method_label: Callable[[object], str] = _MethodLabels(
+    {method: method for method in KNOWN_METHODS}
+).__getitem__
 
 
 def status_labels(group: bool = False) -> dict[int, str]:
