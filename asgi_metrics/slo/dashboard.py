@@ -39,14 +39,19 @@ _LINES = {
 }
 
 
-def _target(ref: str, expr: str, legend: str, *, table: bool = False) -> dict[str, Any]:
+def _target(
+    ref: str, expr: str, legend: str, *, instant: bool = False, table: bool = False
+) -> dict[str, Any]:
+    """A query; ``instant`` (implied by ``table``) for values over a long fixed window,
+    which a range query would compute again at every step."""
+    instant = instant or table
     target: dict[str, Any] = {
         "datasource": dict(_DATASOURCE),
         "refId": ref,
         "expr": expr,
         "legendFormat": legend,
-        "range": not table,
-        "instant": table,
+        "range": not instant,
+        "instant": instant,
         "editorMode": "code",
     }
     if table:
@@ -348,7 +353,12 @@ def _objective_panels(names: Names, objective: Objective) -> list[Panel]:
             " is missed.",
             (6, 7),
             "percentunit",
-            _target("A", f"1 - ({period_ratio.promql(multiline=False)}) / {budget}", "{{job}}"),
+            _target(
+                "A",
+                f"1 - ({period_ratio.promql(multiline=False)}) / {budget}",
+                "{{job}}",
+                instant=True,
+            ),
             {
                 "mode": "absolute",
                 "steps": [

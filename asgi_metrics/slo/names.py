@@ -63,7 +63,8 @@ class Names:
     def le(self, bound: float) -> str:
         """The ``le`` label value of the bucket with this finite bound, as the middleware
         writes it (``0.25``, ``1.0``)."""
-        return dict(zip(self.buckets, bucket_labels(self.buckets), strict=True))[bound]
+        finite = bucket_labels(self.buckets)[:-1]  # without +Inf
+        return dict(zip(self.buckets, finite, strict=True))[bound]
 
 
 def names_for(
