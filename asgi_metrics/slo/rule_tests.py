@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from decimal import Decimal
 
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS
 from asgi_metrics.slo import burn, promql, rules
 from asgi_metrics.slo.names import Names
 from asgi_metrics.slo.objectives import Objective
@@ -87,7 +88,9 @@ def _series(
             series(names.requests, "500", _counter(bad, 0, until)),
         ]
         if client_closed:
-            found.append(series(names.requests, "499", _counter(client_closed)))
+            found.append(
+                series(names.requests, str(CLIENT_CLOSED_STATUS), _counter(client_closed))
+            )
         return found
     le = names.le(objective.threshold)
     return [
