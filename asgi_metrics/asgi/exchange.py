@@ -22,7 +22,7 @@ from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
-from asgi_metrics.otel.spans import read_span
+from asgi_metrics.otel.spans import SpanIds, read_span
 from asgi_metrics.routes import RouteLookup
 
 #: Where an app reports an exception it turned into its own response (see core/keys.py).
@@ -118,7 +118,7 @@ class Exchange:
         kind = message["type"]
         if kind == "http.response.body":
             if not message.get("more_body") and not self.trailers and not self.done:
-                self.finish(self.status)
+                return self._send_last(message)
         elif kind == "http.response.start":
             # A response started after the client went away reaches nobody (often
             # Starlette's 500 for ClientDisconnect): the client closed the request.
@@ -134,8 +134,27 @@ class Exchange:
             or (kind == "http.response.zerocopysend" and not message.get("more_body"))
             or (kind == "http.response.trailers" and not message.get("more_trailers"))
         ):
-            self.finish(self.status)
+            return self._send_last(message)
         return self._send(message)
+
+    async def _send_last(self, message: Message) -> None:
+        """Pass the last message on, then record the request.
+
+        Its duration ends as the app hands the message over, but it is recorded only once
+        the server has taken it: servers write the response head and the body as each
+        arrives, and work between the two writes leaves the client with half a response,
+        woken once more for the rest (several times our own CPU cost end to end)."""
+        end = perf_counter()
+        # The correlation ID span attribute goes on before the message is passed on:
+        # OpenTelemetry's ASGI middleware, outside us, ends its server span once it has
+        # sent the last message.
+        attribute = self.plan.span_attribute
+        exemplar = self._span() if attribute else None
+        try:
+            await self._send(message)
+        finally:
+            if not self.done:
+                self._record(self.status, None, end, exemplar if attribute else self._span())
 
     def unfinished_status(self) -> int:
         """The status of a request that ended without completing its response: the one
@@ -143,24 +162,31 @@ class Exchange:
         return self.status or (CLIENT_CLOSED_STATUS if self.disconnected else 500)
 
     def finish(self, status: int, exc: BaseException | None = None) -> None:
-        """Record the request (once: the caller checks :attr:`done`)."""
+        """Record the request now (once: the caller checks :attr:`done`)."""
+        self._record(status, exc, perf_counter(), self._span())
+
+    def _span(self) -> SpanIds | None:
+        """The span current now (an OpenTelemetry middleware's, outside us or inside): its
+        IDs for the exemplar; it gets the correlation ID attribute (when each is on)."""
+        plan = self.plan
+        if not plan.span_reads:
+            return None
+        return read_span(self.cid if plan.span_attribute else None, plan.exemplars, plan.failures)
+
+    def _record(
+        self, status: int, exc: BaseException | None, end: float, exemplar: SpanIds | None
+    ) -> None:
         self.done = True
         plan = self.plan
         self.route = route = route_or_unmatched(
             plan.failures, plan.lookup, self.scope, self.root_path
         )
-        exemplar = None
-        if plan.span_reads:
-            # The span current now: an OpenTelemetry middleware's, outside us or inside.
-            exemplar = read_span(
-                self.cid if plan.span_attribute else None, plan.exemplars, plan.failures
-            )
         if exc is None:
             # An exception the app (or its framework) turned into a response itself.
             reported = self.scope.get(EXCEPTION_KEY)
             exc = reported if isinstance(reported, BaseException) else None
         plan.recorder.finish(
-            self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
+            self.method, route, status, end - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
 
@@ -232,10 +258,15 @@ class UncountedExchange(Exchange):
     __slots__ = ()
     counted = False
 
-    def finish(self, status: int, exc: BaseException | None = None) -> None:
-        self.done = True
+    def _span(self) -> SpanIds | None:
         if self.plan.span_attribute:
             read_span(self.cid, False, self.plan.failures)
+        return None
+
+    def _record(
+        self, status: int, exc: BaseException | None, end: float, exemplar: SpanIds | None
+    ) -> None:
+        self.done = True
 
     def late_exception(self, exc: BaseException) -> None:
         pass

@@ -129,10 +129,11 @@ class MetricsMiddleware:
 async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseException) -> None:
     """The app raised: record the request (or count the exception, if it was recorded),
     and answer the 500 with the correlation header when nothing was sent yet."""
-    if exchange.done:
+    if isinstance(exc, asyncio.CancelledError):  # the client went away: not an error
+        if not exchange.done:
+            exchange.finish(exchange.status or CLIENT_CLOSED_STATUS)
+    elif exchange.done:
         exchange.late_exception(exc)
-    elif isinstance(exc, asyncio.CancelledError):
-        exchange.finish(exchange.status or CLIENT_CLOSED_STATUS)
     else:
         if not exchange.status and exchange.id_header is not None and isinstance(exc, Exception):
             await answer_error(scope, send, exchange.id_header)
