@@ -256,7 +256,7 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.body":
             if not message.get("more_body") and not self.trailers and not self.done:
-                self.finish(self.status)
+                return self._send_last(message)
         elif kind == "http.response.start":
             # A response started after the client went away reaches nobody (often
             # Starlette's 500 for ClientDisconnect): the client closed the request.
@@ -285,10 +285,64 @@ class _Exchange:
             or (kind == "http.response.zerocopysend" and not message.get("more_body"))
             or (kind == "http.response.trailers" and not message.get("more_trailers"))
         ):
-            self.finish(self.status)
+            return self._send_last(message)
         return self._send(message)
 
+    async def _send_last(self, message: Message) -> None:
+        # The request's duration ends here, as the app hands its last message over, but it
+        # is recorded only once the server has taken that message. Servers write the
+        # response head and the body as each arrives: work done between the two writes
+        # leaves the client with half a response, waiting (and woken once more) for the rest.
+        end = perf_counter()
+        middleware = self.middleware
+        # The correlation ID span attribute goes on before the message is passed on:
+        # OpenTelemetry's ASGI middleware, outside us, ends its server span once it has
+        # sent the last message.
+        exemplar = self._span_ids() if middleware._span_attribute else None
+        try:
+            await self._send(message)
+        finally:
+            if not self.done:
+                if not middleware._span_attribute and middleware._exemplars:
+                    # _span_ids() inlined for the common case: this runs on every request.
+                    try:
+                        exemplar = current_span_ids()
+                    except Exception as failure:
+                        middleware.recorder.failures.report("span lookup", failure)
+                self._record(self.status, None, end, exemplar)
+
     def finish(self, status: int, exc: BaseException | None = None) -> None:
+        """Record the request now: its response ended, or never will."""
+        self._record(status, exc, perf_counter(), self._span_ids())
+
+    def _span_ids(self) -> SpanIds | None:
+        """The current sampled span's IDs for the exemplar, or None; with the correlation
+        ID span attribute on, also sets that attribute on the span."""
+        middleware = self.middleware
+        # The span current now: an OpenTelemetry middleware's, outside us or inside.
+        if middleware._span_attribute:
+            try:
+                span = sampled_span()
+                if span is not None:
+                    header = self.id_header
+                    return link_span(
+                        span,
+                        None if header is None else header[1].decode("ascii"),
+                        middleware._exemplars,
+                        middleware.recorder.failures,
+                    )
+            except Exception as failure:
+                middleware.recorder.failures.report("span lookup", failure)
+        elif middleware._exemplars:
+            try:
+                return current_span_ids()
+            except Exception as failure:
+                middleware.recorder.failures.report("span lookup", failure)
+        return None
+
+    def _record(
+        self, status: int, exc: BaseException | None, end: float, exemplar: SpanIds | None
+    ) -> None:
         self.done = True
         middleware = self.middleware
         recorder = middleware.recorder
@@ -300,28 +354,8 @@ class _Exchange:
             recorder.failures.report("route lookup", failure)
             route = UNMATCHED_ROUTE
         self.route = route
-        exemplar: SpanIds | None = None
-        # The span current now: an OpenTelemetry middleware's, outside us or inside.
-        if middleware._span_attribute:
-            try:
-                span = sampled_span()
-                if span is not None:
-                    header = self.id_header
-                    exemplar = link_span(
-                        span,
-                        None if header is None else header[1].decode("ascii"),
-                        middleware._exemplars,
-                        recorder.failures,
-                    )
-            except Exception as failure:
-                recorder.failures.report("span lookup", failure)
-        elif middleware._exemplars:
-            try:
-                exemplar = current_span_ids()
-            except Exception as failure:
-                recorder.failures.report("span lookup", failure)
         recorder.finish(
-            self.method, route, status, perf_counter() - self.start, self.in_flight, exc,
+            self.method, route, status, end - self.start, self.in_flight, exc,
             self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
         )
 

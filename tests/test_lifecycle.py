@@ -77,6 +77,35 @@ async def test_background_tasks_are_not_timed() -> None:
     assert duration_sum(families, "/bg") < 0.15
 
 
+async def test_recorded_once_the_server_has_taken_the_last_message() -> None:
+    """Recorded after the server's ``send`` of the last body message returns, not before:
+    servers write the response head and the body as each arrives, so recording in between
+    would hold back the rest of a response the client has begun to read. The duration still
+    ends when the app hands that message over, not when the server is done with it."""
+
+    async def endpoint(request: Request) -> Response:
+        return PlainTextResponse("done")
+
+    app = wrap(Starlette(routes=[Route("/done", endpoint)]))
+    at_last_body: list[tuple[float, float]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            families = await scrape(app)
+            at_last_body.append((requests(families, "/done"), in_flight(families)))
+            await asyncio.sleep(0.2)  # a slow write: the server's time, not the request's
+
+    await app(http_scope("/done"), receive, send)
+    assert at_last_body == [(0, 1)]  # not yet recorded, still in flight
+    families = await scrape(app)
+    assert requests(families, "/done") == 1
+    assert in_flight(families) == 0
+    assert duration_sum(families, "/done") < 0.15
+
+
 async def test_exception_before_the_response_is_500_and_reraised_unchanged() -> None:
     error = Boom("failed")
 
