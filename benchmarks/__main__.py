@@ -13,11 +13,12 @@ from benchmarks import _env, e2e, inprocess_asgi, inprocess_wsgi, report, scalin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# (n per batch, interleaved rounds, warm-up requests) per in-process section.
+# (n per batch, interleaved rounds, warm-up requests) per in-process section; for e2e
+# (wrk seconds per run, interleaved rounds, wrk warm-up seconds per server).
 FULL = {"asgi": (2000, 31, 500), "scaling": (100, 25, 50), "flask": (2000, 25, 500),
-        "django": (2000, 15, 500), "scrape": 5, "e2e": (10, 3)}
+        "django": (2000, 15, 500), "scrape": 5, "e2e": (5, 5, 1)}
 QUICK = {"asgi": (100, 3, 20), "scaling": (20, 3, 5), "flask": (100, 3, 20),
-         "django": (100, 3, 20), "scrape": 1, "e2e": (2, 1)}
+         "django": (100, 3, 20), "scrape": 1, "e2e": (1, 1, 0)}
 SECTIONS = ("asgi", "scaling", "flask", "django", "scrape", "e2e")
 
 

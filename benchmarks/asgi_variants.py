@@ -56,6 +56,26 @@ def build_ours(extra_routes: int = 0) -> ASGIApp:
     return app
 
 
+class NoopMiddleware:
+    """A pure ASGI middleware that only passes the call on: what one more layer costs.
+
+    The reference row: no middleware can add less than this, so (ours - this) is what our
+    own work costs on top of being a layer at all.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def build_noop(extra_routes: int = 0) -> ASGIApp:
+    app = make_starlette(extra_routes)
+    app.add_middleware(NoopMiddleware)
+    return app
+
+
 def build_instrumentator(extra_routes: int = 0) -> ASGIApp:
     from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -153,10 +173,13 @@ def _build_ours_in_span(exemplars: bool) -> Callable[[int], ASGIApp]:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # "bare", "ours", "peer", or "option" (ours with an option, vs ours)
+    # "bare", "reference" (the no-op layer), "ours", "peer", or "option" (ours with an
+    # option, vs ours)
+    kind: str
     build: Callable[[int], ASGIApp]
 
 
+NOOP = "no-op ASGI wrapper"
 CORRELATION = "ours + correlation IDs"
 SPAN_NO_EXEMPLARS = "ours in a sampled span, exemplars off"
 SPAN_EXEMPLARS = "ours in a sampled span, exemplars on"
@@ -168,6 +191,7 @@ OPTION_PAIRS: dict[str, tuple[str, str]] = {
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("bare", "bare", build_bare),
+    Variant(NOOP, "reference", build_noop),
     Variant("ours", "ours", build_ours),
     Variant("prometheus-fastapi-instrumentator", "peer", build_instrumentator),
     Variant("starlette-exporter", "peer", build_starlette_exporter),

@@ -94,6 +94,11 @@ def _targets(r: Row) -> list[str]:
         _target("Flask: correlation IDs add, µs/request",
                 r.get("wsgi_flask", {}).get("options_added_us", {}).get("correlation IDs"),
                 "< 1", lambda x: x < 1),
+        *(
+            _target(f"e2e {server}: overhead / prometheus-fastapi-instrumentator's",
+                    _e2e_ratio(r, server), "<= 0.1", lambda x: x <= 0.1)
+            for server in ("uvicorn asyncio+h11", "uvicorn uvloop+httptools")
+        ),
     ]
     return _table(["target", "measured", "goal", "status"], rows)
 
@@ -133,19 +138,36 @@ def _scrape(section: Row) -> list[str]:
 def _e2e(section: Row) -> list[str]:
     if "error" in section:
         return [f"Not run: {section['error']}", ""]
+    params = section["params"]
     rows = []
-    for server in ("uvicorn", "gunicorn"):
-        for name, v in section.get(server, {}).items():
+    for server in params.get("servers", ("uvicorn", "gunicorn")):
+        variants = section.get(server, {})
+        if "skipped" in variants:
+            rows.append([server, "-", *["-"] * 8, f"skipped: {variants['skipped']}"])
+            continue
+        for name, v in variants.items():
             if v["status"] != "ok":
-                rows.append([server, name, "-", "-", "-", "-", v["reason"]])
+                rows.append([server, name, *["-"] * 8, v["reason"].replace("|", "/")])
                 continue
             rows.append([server, f"**{name}**" if name == "ours" else name,
                          _f(v["requests_per_sec"], 0), _f(v["latency_p99_ms"]),
-                         _f(v.get("rps_vs_bare"), 3), _f(v.get("overhead_us")), "ok"])
+                         _f(v.get("rps_vs_bare"), 3), _f(v.get("overhead_us")),
+                         _f(v.get("paired_overhead_us")), _f(v.get("server_cpu_us")),
+                         _f(v.get("server_cpu_overhead_us")), _f(v.get("ours_over_this"), 3),
+                         "ok"])
     header = ["server", "variant", "requests/s", "p99 ms", "vs bare", "overhead µs/request",
-              "status"]
-    return [f"`wrk {section['params']['wrk']}`, rounds: {section['params']['rounds']}", "",
+              "paired overhead µs", "server CPU µs/request", "server CPU overhead µs",
+              "ours/this overhead", "status"]
+    return [f"`wrk {params['wrk']}`, rounds: {params['rounds']} (interleaved, shuffled),"
+            " medians. Overhead = 1e6/rps(variant) - 1e6/rps(bare); server CPU = the"
+            " server process's user + system time over the timed run / requests.", "",
             *_table(header, rows)]
+
+
+def _e2e_ratio(r: Row, server: str) -> float | None:
+    """ours/prometheus-fastapi-instrumentator end-to-end overhead on ``server``."""
+    rows = r.get("e2e", {}).get(server, {})
+    return rows.get("prometheus-fastapi-instrumentator", {}).get("ours_over_this")
 
 
 def markdown(r: Row) -> str:
