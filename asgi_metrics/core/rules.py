@@ -21,6 +21,10 @@ def path_filter(settings: Settings) -> Callable[[object], bool]:
     string is never counted (a hostile or broken scope is served, not measured)."""
     excluded = settings.exclude_paths
     patterns = settings.exclude_patterns
+    if not excluded and not patterns:
+        # Nothing excluded (the common configuration): every string path counts, and the
+        # check is isinstance() in C, with no Python frame per request.
+        return str.__instancecheck__
     if not patterns:
 
         def counts(path: object) -> bool:
