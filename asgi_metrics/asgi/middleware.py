@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextvars import Token
 from typing import Any
 
 from asgi_metrics.asgi.correlation import answer_error
@@ -76,7 +77,21 @@ class MetricsMiddleware:
         if path == self._metrics_path:
             await self.metrics_app(scope, receive, send)
             return
-        exchange = self._begin(scope, path, receive, send)
+        if self._correlation is None:
+            # Without correlation IDs only counted requests get an exchange.
+            try:
+                exchange = (
+                    self._plan.exchange(
+                        self._plan, scope, receive, send, method_label(scope.get("method")),
+                        None, None,
+                    )
+                    if self._counts(path) else None
+                )
+            except Exception as exc:
+                self._unread(exc, None)
+                exchange = None
+        else:
+            exchange = self._begin(scope, path, receive, send)
         if exchange is None:
             await self.app(scope, receive, send)
             return
@@ -96,34 +111,36 @@ class MetricsMiddleware:
             exchange.release()
 
     def _begin(self, scope: Scope, path: object, receive: Receive, send: Send) -> Exchange | None:
-        """The request's observer, its correlation ID set; ``None`` when it is neither
-        counted nor given an ID, or when reading it failed (then it is served as if we
-        were not there, and the failure is logged)."""
+        """With correlation IDs: the request's observer, its ID set (an excluded path gets
+        an uncounted one); ``None`` when reading the request failed."""
+        assert self._correlation is not None
         token = None
         try:
-            cid = header = None
             correlation = self._correlation
-            if correlation is not None:
-                client = scope.get("client")
-                cid = correlation.for_request(
-                    request_header(scope, correlation.header_bytes),
-                    client[0] if client else None,
-                )
-                header = (correlation.header_bytes, cid.encode("ascii"))
-                token = current_correlation_id.set(cid)
+            client = scope.get("client")
+            cid = correlation.for_request(
+                request_header(scope, correlation.header_bytes),
+                client[0] if client else None,
+            )
+            header = (correlation.header_bytes, cid.encode("ascii"))
+            token = current_correlation_id.set(cid)
+            exchange: Exchange
             if self._counts(path):
                 method = method_label(scope.get("method"))
                 exchange = self._plan.exchange(self._plan, scope, receive, send, method, cid, token)
-            elif cid is not None:
-                exchange = UncountedExchange(self._plan, scope, receive, send, "", cid, token)
             else:
-                return None
+                exchange = UncountedExchange(self._plan, scope, receive, send, "", cid, token)
             exchange.id_header = header
             return exchange
         except Exception as exc:
-            self.recorder.failures.report("reading the request", exc)
-            reset_correlation_id(token)
+            self._unread(exc, token)
             return None
+
+    def _unread(self, exc: Exception, token: Token[str | None] | None) -> None:
+        """Reading the request failed: it is served as if we were not there (no ID set),
+        and the failure is logged."""
+        self.recorder.failures.report("reading the request", exc)
+        reset_correlation_id(token)
 
 
 async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseException) -> None:
