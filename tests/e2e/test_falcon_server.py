@@ -4,7 +4,6 @@ traffic, one scrape, exact counts sample by sample."""
 
 from __future__ import annotations
 
-import http.client
 from collections.abc import Iterator
 
 import pytest
@@ -16,17 +15,7 @@ from tests.support.scrape import (
     parse_samples,
     requests_by_labels,
 )
-from tests.support.servers import BIN, Server, uvicorn
-
-
-def call(server: Server, path: str, method: str = "GET") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+from tests.support.servers import BIN, Server, http_request, uvicorn
 
 
 @pytest.fixture(params=["gunicorn-wsgi", "uvicorn-asgi"])
@@ -48,8 +37,8 @@ def test_falcon_example_counts_exactly(server: Server) -> None:
         ("DELETE", "/api/users/7", 405), ("GET", "/api/boom", 500), ("GET", "/healthz", 200),
     ]
     for method, path, status in traffic:
-        assert call(server, path, method)[0] == status, (method, path)
-    status, body = call(server, "/api/stream")
+        assert http_request(server, path, method)[0] == status, (method, path)
+    status, body = http_request(server, "/api/stream")
     assert (status, body) == (200, b"chunk 0\nchunk 1\nchunk 2\n")
     samples = parse_samples(server.metrics())
     assert requests_by_labels(samples) == {

@@ -3,17 +3,13 @@ a real scrape: exact counts per template, the 500 counted once, in-flight back t
 
 from __future__ import annotations
 
-import time
-
 from tests.support.promtool import check_metrics
 from tests.support.scrape import (
-    Samples,
     exceptions_by_labels,
     in_flight,
-    parse_samples,
     requests_by_labels,
 )
-from tests.support.servers import Server, http_get, uvicorn
+from tests.support.servers import Server, http_get, scrape_until, uvicorn
 
 PLAN = [
     ("/", 200, 2),
@@ -33,17 +29,6 @@ EXPECTED = {
     ("GET", "/api/stream", "200"): 2,
     ("GET", "__unmatched__", "404"): 1,
 }
-
-
-def scrape_until(server: Server, expected: dict[tuple[str, str, str], float]) -> Samples:
-    # A response is recorded when its last body message is handed to the server, which
-    # may be a moment after the client read it.
-    deadline = time.monotonic() + 5
-    while True:
-        samples = parse_samples(server.metrics())
-        if requests_by_labels(samples) == expected or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.05)
 
 
 def test_litestar_under_uvicorn() -> None:

@@ -4,7 +4,6 @@ leaves mid-stream is recorded and leaves the in-flight gauge."""
 
 from __future__ import annotations
 
-import http.client
 import socket
 import sys
 import time
@@ -21,19 +20,9 @@ from tests.support.scrape import (
     parse_samples,
     requests_by_labels,
 )
-from tests.support.servers import Server
+from tests.support.servers import Server, http_request
 
 SANIC = str(Path(sys.executable).parent / "sanic")
-
-
-def call(server: Server, path: str, method: str = "GET") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.fixture
@@ -51,8 +40,8 @@ def test_sanic_example_counts_exactly(server: Server) -> None:
         ("DELETE", "/api/users/7", 405), ("GET", "/api/boom", 500), ("GET", "/healthz", 200),
     ]
     for method, path, status in traffic:
-        assert call(server, path, method)[0] == status, (method, path)
-    status, body = call(server, "/api/stream")
+        assert http_request(server, path, method)[0] == status, (method, path)
+    status, body = http_request(server, "/api/stream")
     assert (status, body) == (200, b"chunk 0\nchunk 1\nchunk 2\n")
     samples = parse_samples(server.metrics())
     assert requests_by_labels(samples) == {
@@ -89,7 +78,7 @@ def test_two_workers_share_the_multiprocess_directory(tmp_path: Path) -> None:
             "{port}", "--workers", "2", "--no-motd", "--no-access-logs"]
     with Server(argv, multiproc_dir=str(tmp_path)) as server:
         for _ in range(20):  # fresh connections: both workers take some
-            assert call(server, "/api/users/7")[0] == 200
+            assert http_request(server, "/api/users/7")[0] == 200
         for _ in range(4):  # whichever worker answers, the sum over both
             samples = parse_samples(server.metrics())
             assert requests_by_labels(samples) == {

@@ -10,6 +10,7 @@ picks); :func:`require_server` skips a test whose server is not installed.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib.util
 import os
 import signal
@@ -28,6 +29,7 @@ import pytest
 
 from tests.support.binaries import running_in_ci
 from tests.support.paths import ROOT
+from tests.support.scrape import Samples, parse_samples, requests_by_labels
 
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
@@ -67,6 +69,30 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+
+
+def http_request(server: Server, path: str, method: str = "GET") -> tuple[int, bytes]:
+    """``method path`` on a fresh connection to ``server``: (status, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def scrape_until(server: Server, expected: dict[tuple[str, str, str], float]) -> Samples:
+    """The server's samples once its request counts are ``expected`` (or after 5 s, for
+    the caller's exact assertions to report the difference): a response is recorded when
+    its last body message is handed to the server, which may be a moment after the client
+    read it."""
+    deadline = time.monotonic() + 5
+    while True:
+        samples = parse_samples(server.metrics())
+        if requests_by_labels(samples) == expected or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
 
 
 class Server:
