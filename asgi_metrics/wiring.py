@@ -14,7 +14,7 @@ from asgi_metrics.core.label_cap import overflow_warning
 from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.settings import Settings
-from asgi_metrics.core.store import RequestStore
+from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
@@ -63,6 +63,12 @@ def build(settings: Settings) -> Parts:
         store = RequestStore(
             settings.buckets, settings.size_buckets, settings.max_label_sets,
             on_overflow=on_overflow,
+        ) if not settings.native_histograms else NativeRequestStore(
+            settings.buckets, settings.size_buckets, settings.max_label_sets,
+            on_overflow=on_overflow,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
     recorder = Recorder(settings, names, store, otel_metrics.build(settings))
     collector = StoreCollector(store, names, settings.const_labels)
