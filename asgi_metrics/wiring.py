@@ -23,6 +23,7 @@ from asgi_metrics.multiprocess.directory import (
     multiproc_dir,
     note_exemplars_off,
 )
+from asgi_metrics.multiprocess.native_store import NativeMultiprocessStore
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
@@ -57,6 +58,12 @@ def build(settings: Settings) -> Parts:
         store = MultiprocessStore(
             names, settings.const_labels, settings.buckets, settings.size_buckets,
             settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+        ) if not settings.native_histograms else NativeMultiprocessStore(
+            names, settings.const_labels, settings.buckets, settings.size_buckets,
+            settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
     else:
         warn_if_several_workers()

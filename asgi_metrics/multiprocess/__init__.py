@@ -4,7 +4,8 @@ showing the sum over all.
 
 Public: :func:`child_exit` (a gunicorn hook), :func:`clean_multiproc_dir` (for server
 start-up), :class:`DirectoryCollector` (the directory as a collector, safe alongside our
-compaction) and :func:`multiproc_dir`.
+compaction) and :func:`multiproc_dir`; for native histograms,
+:func:`collect_directory_with_native`, :func:`read_native` and :func:`native_tables`.
 """
 
 from asgi_metrics.multiprocess.directory import (
@@ -13,8 +14,10 @@ from asgi_metrics.multiprocess.directory import (
     child_exit,
     clean_multiproc_dir,
     collect_directory,
+    collect_directory_with_native,
     multiproc_dir,
 )
+from asgi_metrics.multiprocess.native_files import native_tables, read_native
 
 __all__ = [
     "ENV_VAR",
@@ -22,5 +25,8 @@ __all__ = [
     "child_exit",
     "clean_multiproc_dir",
     "collect_directory",
+    "collect_directory_with_native",
     "multiproc_dir",
+    "native_tables",
+    "read_native",
 ]

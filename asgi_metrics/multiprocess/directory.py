@@ -53,7 +53,10 @@ from asgi_metrics.compat import (
     mark_process_dead,
     set_multiprocess_mode,
 )
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.native import NativeSeries
 from asgi_metrics.core.settings import ConfigurationError
+from asgi_metrics.multiprocess.native_files import NATIVE_PREFIX, NATIVE_SUFFIX, read_native
 
 logger = logging.getLogger("asgi_metrics")
 
@@ -127,6 +130,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
             entry.name.endswith((".db", _TMP_SUFFIX))
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
             or entry.name.startswith(DERIVED_PREFIX)
+            or (entry.name.startswith(NATIVE_PREFIX) and entry.name.endswith(NATIVE_SUFFIX))
         ):
             os.unlink(entry.path)
 
@@ -373,6 +377,24 @@ def collect_directory(path: str) -> list[Metric]:
         metrics = read_metrics(maintain_and_list(path))
     add_request_counters(metrics, derived_counters(path))
     return metrics
+
+
+def collect_directory_with_native(
+    path: str,
+) -> tuple[list[Metric], dict[str, dict[Key, NativeSeries]]]:
+    """:func:`collect_directory`, and the native histograms of the directory by family
+    name (:func:`~asgi_metrics.multiprocess.native_files.read_native`; turn them into a
+    store's tables with :func:`~asgi_metrics.multiprocess.native_files.native_tables`).
+
+    The native files are read first: a worker writes a request into the classic
+    histogram first, so a native series never counts a request its classic series does
+    not, and at rest the two are equal.
+    """
+    with _locked(path):
+        natives = read_native(path)
+        metrics = read_metrics(maintain_and_list(path))
+    add_request_counters(metrics, derived_counters(path))
+    return metrics, natives
 
 
 class DirectoryCollector(Collector):
