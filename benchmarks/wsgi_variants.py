@@ -50,6 +50,17 @@ def build_ours_correlation() -> WSGIApp:
     return app
 
 
+def build_ours_native() -> WSGIApp:
+    """Ours with native histograms on (the duration histogram's native form)."""
+    from wsgi_metrics import MetricsMiddleware
+
+    app = make_flask()
+    app.wsgi_app = MetricsMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, native_histograms=True, **registry_kwargs(MetricsMiddleware)
+    )
+    return app
+
+
 def build_flask_exporter() -> WSGIApp:
     from prometheus_flask_exporter import PrometheusMetrics
 
@@ -75,8 +86,12 @@ def build_otel() -> WSGIApp:
 
 
 CORRELATION = "ours + correlation IDs"
+NATIVE = "ours + native histograms"
 #: option -> (variant with it, variant without it).
-OPTION_PAIRS: dict[str, tuple[str, str]] = {"correlation IDs": (CORRELATION, "ours")}
+OPTION_PAIRS: dict[str, tuple[str, str]] = {
+    "correlation IDs": (CORRELATION, "ours"),
+    "native histograms": (NATIVE, "ours"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("opentelemetry-instrumentation-wsgi", "peer", build_otel),
     # Our options, measured against ours (see OPTION_PAIRS): what each one adds.
     Variant(CORRELATION, "option", build_ours_correlation),
+    Variant(NATIVE, "option", build_ours_native),
 )
 
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}

@@ -33,7 +33,7 @@ import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import frexp
 from time import sleep, time
 from typing import Any
@@ -496,7 +496,8 @@ def _add_shard(total: Snapshot | _Shard, shard: _Shard, config: _NativeConfig | 
         if shard.retired_native[name]:
             target = _native_target(total, name)
             for key, part in shard.retired_native[name].items():
-                _merge_into(target, key, part, config)
+                # A copy: the retired shard's own series must not leave with a snapshot.
+                _merge_into(target, key, replace(part, positive=dict(part.positive)), config)
     _sum_counts(total.in_flight, shard.in_flight)
     _sum_counts(total.exceptions, shard.exceptions)
     _latest_exemplars(total.exemplars, shard.exemplars)
@@ -532,7 +533,11 @@ def _merge_into(
 ) -> None:
     acc = target.get(key)
     if acc is None:
-        schema, positive = native.capped(part.schema, dict(part.positive), config.max_buckets)
+        # ``part`` is the caller's own, fresh: taken as it is when it fits.
+        if len(part.positive) <= config.max_buckets:
+            target[key] = part
+            return
+        schema, positive = native.capped(part.schema, part.positive, config.max_buckets)
         target[key] = NativeSeries(schema, part.zero_threshold, part.zero_count, part.count,
                                    part.sum, positive)
     else:
@@ -596,7 +601,7 @@ def _copy_native(series: Series, zero_threshold: float) -> tuple[Series, NativeS
         zero_count=zero,
         count=count,
         sum=values[0],
-        positive={index: n for index, n in buckets.items() if n},
+        positive=buckets,  # a copy; buckets are made with a count of 1, never empty
     )
 
 

@@ -56,7 +56,11 @@ from asgi_metrics.compat import (
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.native import NativeSeries
 from asgi_metrics.core.settings import ConfigurationError
-from asgi_metrics.multiprocess.native_files import NATIVE_PREFIX, NATIVE_SUFFIX, read_native
+from asgi_metrics.multiprocess.native_files import (
+    NATIVE_PREFIX,
+    compact_native,
+    read_native,
+)
 
 logger = logging.getLogger("asgi_metrics")
 
@@ -130,7 +134,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
             entry.name.endswith((".db", _TMP_SUFFIX))
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
             or entry.name.startswith(DERIVED_PREFIX)
-            or (entry.name.startswith(NATIVE_PREFIX) and entry.name.endswith(NATIVE_SUFFIX))
+            or entry.name.startswith(NATIVE_PREFIX)  # native files, and their temporaries
         ):
             os.unlink(entry.path)
 
@@ -391,6 +395,7 @@ def collect_directory_with_native(
     not, and at rest the two are equal.
     """
     with _locked(path):
+        compact_native(path, is_alive)
         natives = read_native(path)
         metrics = read_metrics(maintain_and_list(path))
     add_request_counters(metrics, derived_counters(path))

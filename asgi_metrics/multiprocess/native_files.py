@@ -3,8 +3,8 @@ prometheus_client's.
 
 prometheus_client's files hold one value per series and bucket bound, fixed when the
 series is made; native buckets appear as requests arrive. So each worker writes its native
-buckets into a file of its own, ``asgi_metrics.native_<pid>.bin`` in the multiprocess
-directory, in prometheus_client's mmap format (:data:`~asgi_metrics.compat.MmapedDict`: a
+buckets into a file of its own, ``asgi_metrics.native_<pid>_<ns>.bin`` in the multiprocess
+directory (:func:`native_file_name`), in prometheus_client's mmap format (:data:`~asgi_metrics.compat.MmapedDict`: a
 key, a double). Each key is a JSON list:
 
 * ``[family, table, [label values], "sum"]``: the sum of the series' values;
@@ -19,8 +19,9 @@ every bucket to the smallest schema of the series (``ceil(index / 2**difference)
 wider bucket containing it) before summing. Nothing is rewritten, so there is no moment at
 which a reader could see a bucket moved but not yet removed.
 
-A dead worker's file is left where it is and read like a live one, so its counts stay (as
-the classic histograms keep a dead worker's counts in prometheus_client's archive files).
+A dead worker's counts stay: at scrape time its file is summed into the archive file
+(:func:`compact_native`), as the classic histograms keep a dead worker's counts in the
+archive of prometheus_client's files.
 The files do not end in ``.db``: prometheus_client's own ``MultiProcessCollector``, which
 reads every ``*.db`` file as its own, never sees them. ``clean_multiproc_dir`` removes them.
 
@@ -34,28 +35,43 @@ of its own buckets, as Prometheus requires.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import struct
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from asgi_metrics.compat import MmapedDict
+from asgi_metrics.compat import MmapedDict, flush_mmaped
 from asgi_metrics.core import native
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.naming import MetricNames
 from asgi_metrics.core.native import NativeSeries
 
-#: ``asgi_metrics.native_<pid>.bin``.
+#: ``asgi_metrics.native_<pid>_<ns>.bin``.
 NATIVE_PREFIX = "asgi_metrics.native_"
 NATIVE_SUFFIX = ".bin"
+#: Dead workers' native files are merged into this one.
+NATIVE_ARCHIVE = f"{NATIVE_PREFIX}archive{NATIVE_SUFFIX}"
+_ABSORBED = "absorbed"
 
 
 def native_file_name(pid: int) -> str:
-    """The name of process ``pid``'s native file in the directory."""
-    return f"{NATIVE_PREFIX}{pid}{NATIVE_SUFFIX}"
+    """A new name for process ``pid``'s native file: the PID and the time it was opened,
+    so that a PID used again (by a later worker) never writes into a dead one's file, and
+    a file merged into the archive is never confused with a later one."""
+    return f"{NATIVE_PREFIX}{pid}_{time.time_ns()}{NATIVE_SUFFIX}"
+
+
+def native_file_pid(name: str) -> int | None:
+    """The PID in a worker's native file name; ``None`` for the archive and other files."""
+    if not (name.startswith(NATIVE_PREFIX) and name.endswith(NATIVE_SUFFIX)):
+        return None
+    pid, _, _ = name[len(NATIVE_PREFIX):-len(NATIVE_SUFFIX)].partition("_")
+    return int(pid) if pid.isdigit() else None
 
 
 class _Series:
@@ -171,20 +187,14 @@ def read_native(directory: str) -> dict[str, dict[Key, NativeSeries]]:
     max_buckets: int | None = None
     zero_threshold = 0.0
     cache: dict[str, Any] = {}
-    try:
-        entries = [e for e in os.scandir(directory)
-                   if e.name.startswith(NATIVE_PREFIX) and e.name.endswith(NATIVE_SUFFIX)]
-    except FileNotFoundError:
-        return {}
-    for entry in entries:
-        try:
-            rows = _read(entry.path)
-        except FileNotFoundError:  # removed by a clean-up meanwhile
-            continue
+    rows_by_file = _native_rows(directory)
+    for rows in rows_by_file.values():
         for text, value in rows:
             parsed = cache.get(text)
             if parsed is None:
                 parsed = cache[text] = json.loads(text)
+            if parsed[0] == _ABSORBED:
+                continue
             if parsed[0] == "meta":
                 if parsed[1] == "max_buckets":
                     mine = int(value)
@@ -210,6 +220,85 @@ def read_native(directory: str) -> dict[str, dict[Key, NativeSeries]]:
             acc, zero_threshold, 160 if max_buckets is None else max_buckets
         )
     return result
+
+
+def _native_rows(directory: str) -> dict[str, list[tuple[str, float]]]:
+    """The rows of every native file to count, by name: the archive's and those of the
+    workers' files not merged into it yet."""
+    try:
+        names = [e.name for e in os.scandir(directory)
+                 if e.name.startswith(NATIVE_PREFIX) and e.name.endswith(NATIVE_SUFFIX)]
+    except FileNotFoundError:
+        return {}
+    found: dict[str, list[tuple[str, float]]] = {}
+    absorbed: set[str] = set()
+    if NATIVE_ARCHIVE in names:
+        try:
+            found[NATIVE_ARCHIVE] = rows = _read(os.path.join(directory, NATIVE_ARCHIVE))
+        except FileNotFoundError:
+            rows = []
+        absorbed = {json.loads(text)[1] for text, _ in rows if text.startswith('["absorbed"')}
+    for name in names:
+        if name == NATIVE_ARCHIVE or name in absorbed:
+            continue  # a merged file not yet removed (the merge was interrupted)
+        try:
+            found[name] = _read(os.path.join(directory, name))
+        except FileNotFoundError:  # removed by a clean-up meanwhile
+            continue
+    return found
+
+
+def compact_native(directory: str, is_alive: Callable[[int], bool]) -> None:
+    """Merge the native files of dead processes into the archive (call with the
+    directory lock held), so a scrape reads one native file per live worker plus one.
+
+    The new archive names the files it took in (``["absorbed", name]``) and replaces the
+    old one in one rename; the files are removed after. If the process dies between the
+    two, readers skip the files the archive names, and the next compaction removes them:
+    nothing is counted twice or lost. Each file name is used once (PID and time), so an
+    absorbed name never comes back as a live worker's.
+    """
+    try:
+        names = [e.name for e in os.scandir(directory)]
+    except FileNotFoundError:
+        return
+    dead = []
+    for name in names:
+        pid = native_file_pid(name)
+        if pid is not None and not is_alive(pid):
+            dead.append(name)
+    if not dead:
+        return
+    rows = _native_rows(directory)
+    archive_rows = rows.get(NATIVE_ARCHIVE, [])
+    already = {json.loads(text)[1] for text, _ in archive_rows if text.startswith('["absorbed"')}
+    fresh = [name for name in dead if name not in already and name in rows]
+    if fresh:
+        totals: dict[str, float] = {}
+        meta: dict[str, float] = {}
+        for name in [NATIVE_ARCHIVE, *fresh]:
+            for text, value in rows.get(name, []):
+                if text.startswith('["meta"'):
+                    # Settings, not counts: the tightest cap, the widest zero bucket.
+                    keep = min if "max_buckets" in text else max
+                    meta[text] = keep(meta.get(text, value), value)
+                elif not text.startswith('["absorbed"'):
+                    totals[text] = totals.get(text, 0.0) + value
+        tmp = os.path.join(directory, f"{NATIVE_ARCHIVE}.{os.getpid()}.tmp")
+        out = MmapedDict(tmp)
+        try:
+            for text, value in (*meta.items(), *totals.items()):
+                out.write_value(text, value, 0.0)
+            # Only the files not yet removed need naming; older names are dropped.
+            for name in sorted(set(fresh) | (already & set(names))):
+                out.write_value(json.dumps([_ABSORBED, name]), 1.0, 0.0)
+            flush_mmaped(out)
+        finally:
+            out.close()
+        os.replace(tmp, os.path.join(directory, NATIVE_ARCHIVE))
+    for name in dead:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, name))
 
 
 def _series(acc: _Sum, zero_threshold: float, max_buckets: int) -> NativeSeries:

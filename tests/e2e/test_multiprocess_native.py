@@ -85,26 +85,33 @@ def test_several_processes_exact_native_histograms_and_a_dead_workers_kept(
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", textwrap.dedent(WORKER), str(seed), str(THREADS),
-             str(PER_THREAD), "1" if seed == 0 else "0"],
+             str(PER_THREAD), "1" if seed in (0, 1) else "0"],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for seed in range(WORKERS)
     ]
     try:
-        assert procs[0].stdout is not None
-        assert procs[0].stdout.readline().strip() == "done"
+        for proc in procs[:2]:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "done"
         procs[0].send_signal(signal.SIGKILL)  # dies without any clean-up of its own
-        for proc in procs:
+        for proc in (procs[0], *procs[2:]):
             proc.wait(timeout=120)
+        # procs[1] is still alive (sleeping) while the directory is read.
+        metrics, natives = collect_directory_with_native(str(tmp_path))
+        files = sorted(p.name for p in tmp_path.glob("asgi_metrics.native_*"))
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    for proc in procs[1:]:
+                proc.wait(timeout=30)
+    for proc in procs[2:]:
         assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert procs[0].returncode == -signal.SIGKILL
-
-    metrics, natives = collect_directory_with_native(str(tmp_path))
+    # The three dead workers' files (the killed one's too) were merged into the archive;
+    # the live one's is read as it is.
+    assert len(files) == 2 and "asgi_metrics.native_archive.bin" in files
+    assert files[0].startswith(f"asgi_metrics.native_{procs[1].pid}_")
     names = metric_names(Settings.build({"request_size": True}, environ={}))
     tables = native_tables(natives, names)
     total = WORKERS * THREADS * PER_THREAD
@@ -142,11 +149,12 @@ def test_several_processes_exact_native_histograms_and_a_dead_workers_kept(
         assert math.isclose(series.sum, math.fsum(sizes[key[1]]))
         assert series.count == len(sizes[key[1]])
 
-    # The dead worker's file is still there and still read: remove it and the totals drop.
-    dead = tmp_path / f"asgi_metrics.native_{procs[0].pid}.bin"
-    assert dead.exists()
-    dead.unlink()
-    _, without = collect_directory_with_native(str(tmp_path))
-    assert sum(s.count for s in native_tables(without, names)["requests"].values()) == (
-        total - THREADS * PER_THREAD
-    )
+    # Read again, now that the fourth worker is dead too: its file is merged as well, and
+    # the totals are the same (nothing counted twice, nothing lost).
+    _, again = collect_directory_with_native(str(tmp_path))
+    assert native_tables(again, names) == tables
+    assert sorted(p.name for p in tmp_path.glob("asgi_metrics.native_*")) == [
+        "asgi_metrics.native_archive.bin"
+    ]
+    (tmp_path / "asgi_metrics.native_archive.bin").unlink()
+    assert collect_directory_with_native(str(tmp_path))[1] == {}
