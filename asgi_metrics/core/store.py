@@ -21,6 +21,10 @@ A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-buc
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
 counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
 
+With native histograms on, :class:`NativeRequestStore` keeps each series' native buckets
+in the same shard, as the last element of its classic series; a scrape reads both forms of
+one moment (:func:`_copy_native`) and sums the shards at their smallest schema.
+
 Cardinality is capped per family by :class:`~asgi_metrics.core.label_cap.LabelSetCap`: a key
 a shard has not seen yet takes the slow path and asks the cap, under its lock. Keys
 already present never reach the lock.

@@ -4,8 +4,8 @@ prometheus_client's.
 prometheus_client's files hold one value per series and bucket bound, fixed when the
 series is made; native buckets appear as requests arrive. So each worker writes its native
 buckets into a file of its own, ``asgi_metrics.native_<pid>_<ns>.bin`` in the multiprocess
-directory (:func:`native_file_name`), in prometheus_client's mmap format (:data:`~asgi_metrics.compat.MmapedDict`: a
-key, a double). Each key is a JSON list:
+directory (:func:`native_file_name`), in prometheus_client's mmap format
+(:data:`~asgi_metrics.compat.MmapedDict`: a key, a double). Each key is a JSON list:
 
 * ``[family, table, [label values], "sum"]``: the sum of the series' values;
 * ``[family, table, [label values], "zero"]``: its zero bucket;
