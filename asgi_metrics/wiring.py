@@ -8,12 +8,14 @@ constructed, and keep what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from asgi_metrics.core.in_flight import InFlightRequests
 from asgi_metrics.core.label_cap import overflow_warning
 from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
-from asgi_metrics.core.settings import Settings
+from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.core.store import RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
@@ -42,6 +44,8 @@ class Parts:
     exemplars: bool
     #: The multiprocess directory in use, or ``None`` (single process).
     multiprocess_dir: str | None
+    #: The requests in flight by identity (``in_flight_by_route``), else ``None``.
+    in_flight: InFlightRequests | None = None
 
 
 def build(settings: Settings) -> Parts:
@@ -64,8 +68,22 @@ def build(settings: Settings) -> Parts:
             settings.buckets, settings.size_buckets, settings.max_label_sets,
             on_overflow=on_overflow,
         )
-    recorder = Recorder(settings, names, store, otel_metrics.build(settings))
-    collector = StoreCollector(store, names, settings.const_labels)
+    in_flight = None
+    if settings.in_flight_by_route:
+        if directory is not None:
+            raise ConfigurationError(
+                "setting 'in_flight_by_route': not available in multiprocess mode yet"
+                " (PROMETHEUS_MULTIPROC_DIR is set): a scrape answered by one worker cannot"
+                " see which route another worker's requests are in"
+            )
+        in_flight = InFlightRequests()
+    recorder = Recorder(
+        settings, names, store, otel_metrics.build(settings), in_flight=in_flight
+    )
+    collector = StoreCollector(
+        store, names, settings.const_labels,
+        in_flight=None if in_flight is None else _in_flight_counts(in_flight, recorder),
+    )
     register(settings.target_registry, collector)
     exposition = Exposition(
         settings.target_registry, collector,
@@ -78,4 +96,15 @@ def build(settings: Settings) -> Parts:
         # once, and skip the span lookup per request.
         note_exemplars_off()
         exemplars = False
-    return Parts(settings, names, recorder, collector, exposition, exemplars, directory)
+    return Parts(
+        settings, names, recorder, collector, exposition, exemplars, directory, in_flight
+    )
+
+
+def _in_flight_counts(
+    in_flight: InFlightRequests, recorder: Recorder
+) -> Callable[[], dict[tuple[str, str], int]]:
+    def counts() -> dict[tuple[str, str], int]:
+        return in_flight.counts(recorder.failures)
+
+    return counts

@@ -20,6 +20,7 @@ from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.request_labels import RequestLabels, current_assignments
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
@@ -33,7 +34,7 @@ class Plan:
     """What one middleware does per request, decided once when it is built."""
 
     __slots__ = (
-        "exchange", "exemplars", "failures", "lookup", "recorder", "request_size",
+        "exchange", "exemplars", "failures", "labels", "lookup", "recorder", "request_size",
         "span_attribute", "span_reads",
     )
 
@@ -43,8 +44,11 @@ class Plan:
         lookup: RouteLookup,
         exemplars: bool,
         span_attribute: bool,
+        labels: RequestLabels | None = None,
     ) -> None:
         self.recorder = recorder
+        #: The request-derived labels, or ``None`` when none are declared.
+        self.labels = labels
         self.failures: FailureLog = recorder.failures
         self.lookup = lookup
         self.exemplars = exemplars
@@ -56,7 +60,10 @@ class Plan:
         # Body sizes and the time to first byte cost per message: only measured when
         # one of their histograms is on.
         measuring = settings.time_to_first_byte or settings.request_size or settings.response_size
-        self.exchange: type[Exchange] = MeasuringExchange if measuring else Exchange
+        if labels is None:
+            self.exchange: type[Exchange] = MeasuringExchange if measuring else Exchange
+        else:
+            self.exchange = LabelledMeasuringExchange if measuring else LabelledExchange
 
 
 class Exchange:
@@ -65,10 +72,16 @@ class Exchange:
     #: Whether the request is counted (in flight now, recorded at the end).
     counted = True
 
+    #: Set by the labelled variants only.
+    head: Message | None
+    assigned: dict[str, object] | None
+    label_values: tuple[str, ...]
+
     __slots__ = (
-        "_receive", "_send", "cid", "disconnected", "done", "id_header", "in_flight",
-        "method", "plan", "request_size", "response_size", "root_path", "route", "scheme",
-        "scope", "start", "status", "token", "trailers", "ttfb",
+        "_receive", "_send", "assigned", "cid", "disconnected", "done", "head", "id_header",
+        "in_flight", "label_values", "method", "plan", "request_size", "response_size",
+        "root_path", "route", "scheme", "scope", "start", "status", "token", "trailers",
+        "ttfb",
     )
 
     def __init__(
@@ -88,9 +101,9 @@ class Exchange:
         self._send = send
         self.method = method
         self.scheme: str = scope.get("scheme") or "http"
-        self.in_flight = self.counted and plan.recorder.start(method, self.scheme)
         # root_path as it arrived: Starlette's Mounts extend it while routing.
         self.root_path: str = scope.get("root_path", "")
+        self.in_flight = self.counted and plan.recorder.start(method, self.scheme, self)
         self.status = 0  # 0 until the response starts
         self.done = False
         self.disconnected = False
@@ -185,14 +198,30 @@ class Exchange:
             # An exception the app (or its framework) turned into a response itself.
             reported = self.scope.get(EXCEPTION_KEY)
             exc = reported if isinstance(reported, BaseException) else None
+        labels = plan.labels
+        if labels is None:
+            plan.recorder.finish(
+                self.method, route, status, end - self.start, self.in_flight, exc,
+                self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
+            )
+            return
+        # A labelled exchange (see _Labelled), which has these set.
+        self.label_values = values = labels.values(
+            self.scope, self.head, self.method, route, status, self.assigned
+        )
         plan.recorder.finish(
             self.method, route, status, end - self.start, self.in_flight, exc,
-            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
+            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme, values,
         )
 
     def late_exception(self, exc: BaseException) -> None:
         """An exception after the request was recorded (a failing stream's last part)."""
-        self.plan.recorder.exception(self.method, self.route, exc)
+        values = self.label_values if self.plan.labels is not None else ()
+        self.plan.recorder.exception(self.method, self.route, exc, values)
+
+    def in_flight_route(self) -> str | None:
+        """The route the framework's router chose so far (``in_flight_by_route``)."""
+        return self.plan.lookup(self.scope, self.root_path)
 
     def release(self) -> None:
         """Reset the correlation ID: the request is over."""
@@ -270,3 +299,42 @@ class UncountedExchange(Exchange):
 
     def late_exception(self, exc: BaseException) -> None:
         pass
+
+
+class _Labelled(Exchange):
+    """With request-derived labels: keeps the response start (for response-header labels)
+    and the request's :func:`~asgi_metrics.core.request_labels.set_label` values."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        plan: Plan,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: str,
+        cid: str | None,
+        token: Token[str | None] | None,
+    ) -> None:
+        super().__init__(plan, scope, receive, send, method, cid, token)
+        self.head = None
+        self.assigned = current_assignments()
+        self.label_values = ()
+
+    def send(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            self.head = message
+        return super().send(message)
+
+
+class LabelledExchange(_Labelled):
+    """An :class:`Exchange` with request-derived labels."""
+
+    __slots__ = ()
+
+
+class LabelledMeasuringExchange(_Labelled, MeasuringExchange):
+    """A :class:`MeasuringExchange` with request-derived labels."""
+
+    __slots__ = ()

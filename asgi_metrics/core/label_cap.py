@@ -50,12 +50,14 @@ class LabelSetCap:
             if len(admitted) < self.max_label_sets - 1:
                 admitted.add(key)
                 return key
-            admitted.add(OVERFLOW_KEY)
+            # Request-derived labels make keys longer: every label of it is the overflow.
+            overflow = OVERFLOW_KEY if len(key) == 3 else (OVERFLOW,) * len(key)
+            admitted.add(overflow)
             first = table not in self._overflowed
             self._overflowed.add(table)
         if first and self._on_overflow is not None:
             self._on_overflow(table)
-        return OVERFLOW_KEY
+        return overflow
 
     def count(self, table: str) -> int:
         """How many distinct keys ``table`` holds (tests, diagnostics)."""

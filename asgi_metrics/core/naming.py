@@ -117,11 +117,20 @@ def metric_names(settings: Settings) -> MetricNames:
     """Build the families for ``settings`` (preset, namespace, optional histograms)."""
     prefix = f"{settings.namespace}_" if settings.namespace else ""
 
+    preset = _PRESETS[settings.naming]
+    request_labels = tuple(settings.labels)
+    route_label = _route_label(preset)
+
     def family(key: str) -> Family | None:
-        spec = _PRESETS[settings.naming][key]
+        spec = preset[key]
         if spec is None or (key in _OPTIONAL and not getattr(settings, key)):
             return None
         name, kind, help_text, labels = spec
+        if key == "in_flight":
+            if settings.in_flight_by_route:
+                labels = (*labels, route_label)
+        else:
+            labels = (*labels, *request_labels)
         return Family(f"{prefix}{name}", kind, help_text, labels)
 
     def required(key: str) -> Family:
@@ -138,10 +147,28 @@ def metric_names(settings: Settings) -> MetricNames:
         response_size=family("response_size"),
         time_to_first_byte=family("time_to_first_byte"),
     )
-    used = {label for each in names.all() for label in each.labels} | {"le"}
+    ours = _our_labels(preset)
+    clash = sorted(ours & set(request_labels))
+    if clash:
+        raise ConfigurationError(
+            f"setting 'labels': {', '.join(clash)} is already a label of these metrics"
+        )
+    used = ours | set(request_labels)
     clash = sorted(used & set(settings.const_labels))
     if clash:
         raise ConfigurationError(
             f"setting 'const_labels': {', '.join(clash)} is already a label of these metrics"
         )
     return names
+
+
+def _route_label(preset: dict[str, _Spec | None]) -> str:
+    spec = preset["duration"]
+    assert spec is not None
+    return spec[3][1]  # (method, route, status): the route label of the preset
+
+
+def _our_labels(preset: dict[str, _Spec | None]) -> set[str]:
+    """Every label name a preset's families use, with the names Prometheus reserves."""
+    labels = {label for spec in preset.values() if spec is not None for label in spec[3]}
+    return labels | {"le", "quantile"}

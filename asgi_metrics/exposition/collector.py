@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -79,9 +79,15 @@ class StoreCollector(Collector):
     """
 
     def __init__(
-        self, store: Store, names: MetricNames, const_labels: Mapping[str, str]
+        self,
+        store: Store,
+        names: MetricNames,
+        const_labels: Mapping[str, str],
+        in_flight: Callable[[], dict[tuple[str, str], int]] | None = None,
     ) -> None:
         self.store = store
+        # With in_flight_by_route: the gauge's values by (method, route), read at scrape.
+        self._in_flight = in_flight
         self.names = names
         self.renderer = StoreRenderer(names, const_labels, store.buckets, store.size_buckets)
         self._const_names = list(const_labels)
@@ -89,7 +95,14 @@ class StoreCollector(Collector):
 
     def render(self, openmetrics: bool) -> str:
         """Render this store with the fast renderer (OpenMetrics without ``# EOF``)."""
-        return self.renderer.render(self.store.snapshot(), openmetrics)
+        return self.renderer.render(self.snapshot(), openmetrics)
+
+    def snapshot(self) -> Snapshot:
+        """The store's numbers now (with the in-flight gauge by route when it is on)."""
+        snap = self.store.snapshot()
+        if self._in_flight is not None:
+            snap.in_flight = self._in_flight()  # type: ignore[assignment]
+        return snap
 
     def describe(self) -> Iterable[Metric]:
         return [self._empty(family) for family in self.names.all()]
@@ -97,7 +110,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         if getattr(_rendering_others, "active", False):
             return []  # our own endpoint renders this store itself
-        snap = self.store.snapshot()
+        snap = self.snapshot()
         names = self.names
         metrics: list[Metric] = []
         if names.requests is not None:
@@ -117,8 +130,10 @@ class StoreCollector(Collector):
             self._histogram(names.duration, snap.requests, self.store.buckets, snap.exemplars)
         )
         gauge = self._empty(names.in_flight)
-        for method, count in snap.in_flight.items():
-            gauge.add_metric(self._values((method,)), count)
+        # By method, or by (method, route) with in_flight_by_route.
+        in_flight: Mapping[Any, int] = snap.in_flight
+        for key, count in in_flight.items():
+            gauge.add_metric(self._values(key if isinstance(key, tuple) else (key,)), count)
         metrics.append(gauge)
         exceptions = self._empty(names.exceptions)
         for key, count in snap.exceptions.items():

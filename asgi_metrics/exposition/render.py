@@ -9,6 +9,7 @@ faster than ``prometheus_client.generate_latest`` on the same data.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.naming import Family, MetricNames, bucket_labels, floatToGoString
@@ -141,9 +142,11 @@ class _FamilyRenderer:
         for key, value in table.items():
             out.append(f"{self._sample_prefix(key, '_total')}{_number(value)}\n")
 
-    def gauge(self, out: list[str], table: Mapping[str, int]) -> None:
-        for method, value in table.items():
-            out.append(f"{self._sample_prefix((method,), '')}{_number(value)}\n")
+    def gauge(self, out: list[str], table: Mapping[Any, int]) -> None:
+        """In-flight values by method, or by (method, route) with ``in_flight_by_route``."""
+        for key, value in table.items():
+            values = key if isinstance(key, tuple) else (key,)
+            out.append(f"{self._sample_prefix(values, '')}{_number(value)}\n")
 
 
 class StoreRenderer:
