@@ -64,7 +64,8 @@ def test_labels_are_exact_and_bounded_under_concurrent_clients(http: str) -> Non
         got: Counter[tuple[str, str, str, str]] = Counter()
         for labels, value in found:
             assert labels["method"] == "GET" and labels["status"] == "200", labels
-            got[(labels["route"], labels["tenant"], labels["client"], labels["cache"])] += int(value)
+            series = (labels["route"], labels["tenant"], labels["client"], labels["cache"])
+            got[series] += int(value)
         # X-Client is capped at 5 distinct values: the totals per (route, tenant, cache)
         # are exact, and which 5 clients kept their own value is first come, first kept.
         clients = {client for (_, _, client, _) in got}

@@ -378,7 +378,8 @@ async def test_in_flight_by_route_shows_a_stuck_request_under_its_route() -> Non
         assert [response.status_code for response in responses] == [200] * 4
     families = await scrape(app)
     assert samples(families, IN_FLIGHT) == []
-    assert sample(families, REQUEST, {"method": "GET", "route": "/stuck/{n}", "status": "200"}) == 3.0
+    stuck_route = {"method": "GET", "route": "/stuck/{n}", "status": "200"}
+    assert sample(families, REQUEST, stuck_route) == 3.0
 
 
 async def test_enabled_false_is_a_pass_through() -> None:
