@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.in_flight import InFlightRequests
 from asgi_metrics.core.label_cap import overflow_warning
 from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
+from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.core.store import RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
@@ -46,12 +49,29 @@ class Parts:
     multiprocess_dir: str | None
     #: The requests in flight by identity (``in_flight_by_route``), else ``None``.
     in_flight: InFlightRequests | None = None
+    #: The library's counts about itself (folds, failures, scrapes).
+    self_metrics: SelfMetrics | None = None
+
+    def request_labels(self, access: HeaderAccess) -> RequestLabels | None:
+        """The request-derived labels for an adapter reading headers with ``access``, or
+        ``None`` when none are declared."""
+        settings = self.settings
+        if not settings.labels:
+            return None
+        on_fold = self.self_metrics.count_fold if self.self_metrics is not None else None
+        return RequestLabels(
+            settings.labels, access, settings.max_label_values, self.recorder.failures, on_fold
+        )
 
 
 def build(settings: Settings) -> Parts:
     """Build and register the parts ``settings`` ask for."""
     names = metric_names(settings)
-    on_overflow = overflow_warning(names, settings.max_label_sets)
+    failures = FailureLog()
+    self_metrics = SelfMetrics(failures)
+    on_overflow = overflow_warning(
+        names, settings.max_label_sets, self_metrics.count_overflow
+    )
     # Chosen once, here: prometheus_client picks its value class at import, so the
     # environment cannot meaningfully change later in this process anyway.
     directory = multiproc_dir()
@@ -78,17 +98,19 @@ def build(settings: Settings) -> Parts:
             )
         in_flight = InFlightRequests()
     recorder = Recorder(
-        settings, names, store, otel_metrics.build(settings), in_flight=in_flight
+        settings, names, store, otel_metrics.build(settings), failures, in_flight=in_flight
     )
     collector = StoreCollector(
         store, names, settings.const_labels,
         in_flight=None if in_flight is None else _in_flight_counts(in_flight, recorder),
+        self_metrics=self_metrics,
     )
     register(settings.target_registry, collector)
     exposition = Exposition(
         settings.target_registry, collector,
         auth=MetricsAuth.from_settings(settings),
         max_concurrent_scrapes=settings.max_concurrent_scrapes,
+        self_metrics=self_metrics,
     )
     exemplars = settings.exemplars and OTEL_AVAILABLE
     if directory is not None and exemplars:
@@ -97,7 +119,8 @@ def build(settings: Settings) -> Parts:
         note_exemplars_off()
         exemplars = False
     return Parts(
-        settings, names, recorder, collector, exposition, exemplars, directory, in_flight
+        settings, names, recorder, collector, exposition, exemplars, directory, in_flight,
+        self_metrics,
     )
 
 

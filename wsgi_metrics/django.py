@@ -35,7 +35,7 @@ from django.core.signals import got_request_exception  # type: ignore[import-unt
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
-from asgi_metrics.core.request_labels import RequestLabels, open_assignments
+from asgi_metrics.core.request_labels import open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
@@ -112,13 +112,7 @@ class MetricsMiddleware:
         settings = parts.settings
         self._counts = path_filter(settings)
         self._methods = method_labels(settings.exclude_methods)
-        self._labels = (
-            RequestLabels(
-                settings.labels, DjangoHeaders(), settings.max_label_values,
-                self.recorder.failures,
-            )
-            if settings.labels else None
-        )
+        self._labels = parts.request_labels(DjangoHeaders())
         self._metrics_path = settings.metrics_path
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header

@@ -37,7 +37,7 @@ from http import HTTPStatus
 from typing import Any
 
 from asgi_metrics.core.labels import method_labels
-from asgi_metrics.core.request_labels import RequestLabels, open_assignments
+from asgi_metrics.core.request_labels import open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id
@@ -144,13 +144,7 @@ class MetricsMiddleware:
             parts.exemplars,
             span_attribute=self._correlation is not None and OTEL_AVAILABLE,
             id_name=settings.correlation_header.lower(),
-            labels=(
-                RequestLabels(
-                    settings.labels, WsgiHeaders(), settings.max_label_values,
-                    self.recorder.failures,
-                )
-                if settings.labels else None
-            ),
+            labels=parts.request_labels(WsgiHeaders()),
         )
         # The body classes (without, with len()): the measuring one only when time to
         # first byte or response size is on, so otherwise no chunk costs anything.

@@ -23,11 +23,7 @@ from asgi_metrics.asgi.headers import request_header
 from asgi_metrics.asgi.labels import AsgiHeaders
 from asgi_metrics.asgi.types import ASGIApp, Receive, Scope, Send
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
-from asgi_metrics.core.request_labels import (
-    RequestLabels,
-    close_assignments,
-    open_assignments,
-)
+from asgi_metrics.core.request_labels import close_assignments, open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
@@ -73,13 +69,7 @@ class MetricsMiddleware:
         self._counts = path_filter(settings)
         self._methods = method_labels(settings.exclude_methods)
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
-        labels = (
-            RequestLabels(
-                settings.labels, AsgiHeaders(), settings.max_label_values,
-                self.recorder.failures,
-            )
-            if settings.labels else None
-        )
+        labels = parts.request_labels(AsgiHeaders())
         self._plan = Plan(
             self.recorder, lookup, parts.exemplars,
             span_attribute=self._correlation is not None and OTEL_AVAILABLE,

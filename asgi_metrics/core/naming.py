@@ -35,6 +35,41 @@ class Family:
 
 
 @dataclass(frozen=True)
+class SelfFamilies:
+    """The library's families about itself (see :mod:`asgi_metrics.core.self_metrics`)."""
+
+    folded: Family
+    overflowed: Family
+    failures: Family
+    scrapes: Family
+    render: Family
+
+    def all(self) -> list[Family]:
+        return [self.folded, self.overflowed, self.failures, self.scrapes, self.render]
+
+
+def self_families(prefix: str, naming: str = "default") -> SelfFamilies:
+    """The self-observation families: ``<namespace>_http_metrics_*``, and
+    ``<namespace>_http_server_metrics_*`` in the otel preset (so that stores of the two
+    presets, whose other names differ, also stay side by side in one registry)."""
+    base = f"{prefix}http_server_metrics" if naming == "otel" else f"{prefix}http_metrics"
+    return SelfFamilies(
+        folded=Family(f"{base}_label_values_folded", "counter",
+                      "Request-derived label values recorded as __other__.", ("label",)),
+        overflowed=Family(f"{base}_label_sets_overflowed", "counter",
+                          "Label sets counted in a family's __overflow__ series"
+                          " (max_label_sets reached).", ("family",)),
+        failures=Family(f"{base}_recording_failures", "counter",
+                        "Failures of the metrics code itself (the requests were served).",
+                        ("stage",)),
+        scrapes=Family(f"{base}_scrapes", "counter",
+                       "Scrapes of the metrics endpoint, by result.", ("result",)),
+        render=Family(f"{base}_scrape_render_seconds", "histogram",
+                      "Time spent rendering the metrics endpoint's answer.", ()),
+    )
+
+
+@dataclass(frozen=True)
 class MetricNames:
     """The families a store exposes. ``requests`` is ``None`` where the preset has no
     separate request counter (OpenTelemetry counts requests with the histogram's
@@ -47,6 +82,8 @@ class MetricNames:
     request_size: Family | None
     response_size: Family | None
     time_to_first_byte: Family | None
+    #: The library's families about itself (not in :meth:`all`: they are not the store's).
+    own: SelfFamilies | None = None
 
     def all(self) -> list[Family]:
         return [
@@ -146,6 +183,7 @@ def metric_names(settings: Settings) -> MetricNames:
         request_size=family("request_size"),
         response_size=family("response_size"),
         time_to_first_byte=family("time_to_first_byte"),
+        own=self_families(prefix, settings.naming),
     )
     ours = _our_labels(preset)
     clash = sorted(ours & set(request_labels))

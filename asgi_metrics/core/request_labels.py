@@ -211,8 +211,10 @@ class ValueBound:
         default: str,
         max_values: int,
         failures: FailureLog,
+        on_fold: Callable[[str], None] | None = None,
     ) -> None:
         self.label = label
+        self._on_fold = on_fold
         self._allowed = allowed
         self._max_values = max_values
         self._failures = failures
@@ -223,8 +225,6 @@ class ValueBound:
             self._kept.update((value, value) for value in allowed)
         self._taken = 0  # values taken as they came (without ``allowed``)
         self._warned: set[str] = set()
-        #: How many values were folded into ``__other__`` (self-observation).
-        self.folded = 0
 
     def __call__(self, value: str) -> str:
         kept = self._kept.get(value)
@@ -242,7 +242,8 @@ class ValueBound:
                     self._taken += 1
                     self._kept[value] = value
                     return value
-        self.folded += 1  # racy by one now and then: a diagnostic, not a measurement
+        if self._on_fold is not None:
+            self._on_fold(self.label)
         if not well_formed:
             self._warn("malformed", "a value longer than %d characters or starting with '/'"
                        " (a path) was recorded as %r", MAX_VALUE_LENGTH, OTHER_VALUE)
@@ -277,16 +278,17 @@ class RequestLabels:
         access: HeaderAccess,
         max_values: int,
         failures: FailureLog,
+        on_fold: Callable[[str], None] | None = None,
     ) -> None:
         self.names = tuple(sources)
         self._failures = failures
-        self.bounds = [
-            ValueBound(name, source.allowed, source.default, max_values, failures)
+        bounds = [
+            ValueBound(name, source.allowed, source.default, max_values, failures, on_fold)
             for name, source in sources.items()
         ]
         self._labels = [
             (name, _reader(source, access), source.default, bound)
-            for (name, source), bound in zip(sources.items(), self.bounds, strict=True)
+            for (name, source), bound in zip(sources.items(), bounds, strict=True)
         ]
 
     def values(

@@ -10,6 +10,7 @@ import gzip
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from time import perf_counter
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from asgi_metrics.compat import MultiProcessCollector, registered_collectors
+from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 from asgi_metrics.exposition.auth import Headers, MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
@@ -92,8 +94,11 @@ class Exposition:
         *,
         auth: MetricsAuth | None = None,
         max_concurrent_scrapes: int = DEFAULT_MAX_CONCURRENT_SCRAPES,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self.registry = registry
+        #: Where scrapes and rendering times are counted (``None``: nowhere).
+        self.self_metrics = self_metrics
         self.own = own
         self.auth = MetricsAuth() if auth is None else auth
         self.max_concurrent_scrapes = max_concurrent_scrapes
@@ -160,7 +165,10 @@ class Exposition:
     def body(self, request: ScrapeRequest) -> bytes:
         """Render (and compress, if asked) one answer's body. No sharing: see
         :meth:`shared_body`."""
+        started = perf_counter()
         body = self.render(request.openmetrics)
+        if self.self_metrics is not None:
+            self.self_metrics.observe_render(perf_counter() - started)
         if request.gzip:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         return body
@@ -177,6 +185,7 @@ class Exposition:
         if method not in ("GET", "HEAD"):
             return _plain(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
         if not self.auth.allows(authorization):
+            self._count("unauthorized")
             return _plain(401, "Unauthorized", self.auth.challenge())
         return ScrapeRequest(wants_openmetrics(accept), accepts_gzip(accept_encoding))
 
@@ -184,10 +193,15 @@ class Exposition:
         """Take one of the ``max_concurrent_scrapes`` slots; False when none is free (answer
         :meth:`busy`). Pair every True with :meth:`release`."""
         with self._lock:
-            if self._active >= self.max_concurrent_scrapes:
-                return False
-            self._active += 1
-            return True
+            admitted = self._active < self.max_concurrent_scrapes
+            if admitted:
+                self._active += 1
+        self._count("answered" if admitted else "rejected")
+        return admitted
+
+    def _count(self, result: str) -> None:
+        if self.self_metrics is not None:
+            self.self_metrics.count_scrape(result)
 
     def release(self) -> None:
         """Give back a slot taken by :meth:`admit`."""

@@ -27,8 +27,16 @@ from asgi_metrics import (
     from_response_header,
     set_label,
 )
-from tests.support.asgi import client, scrape
-from tests.support.scrape import DURATION, EXCEPTIONS, IN_FLIGHT, REQUEST, sample, samples
+from tests.support.asgi import client, scrape, scrape_text
+from tests.support.scrape import (
+    DURATION,
+    EXCEPTIONS,
+    IN_FLIGHT,
+    REQUEST,
+    parse_families,
+    sample,
+    samples,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -403,3 +411,37 @@ def test_enabled_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     registry = CollectorRegistry()
     MetricsMiddleware(Starlette(), registry=registry)
     assert generate_latest(registry) == b""
+
+
+async def test_self_metrics_count_folds_overflows_failures_and_scrapes() -> None:
+    def broken(view: RequestView) -> str:
+        raise RuntimeError("no")
+
+    app = labelled(
+        fastapi_app(),
+        labels={"tenant": from_header("X-Tenant", allowed=["acme"]), "bad": broken},
+        max_label_sets=3, metrics_bearer_token="s3cret",
+    )
+    auth = {"authorization": "Bearer s3cret"}
+    async with client(app) as http:
+        for index in range(6):
+            await http.get(f"/users/{index}", headers={"x-tenant": f"t{index}"})
+        for index in range(5):
+            await http.get(f"/nowhere/{index}", headers={"x-tenant": "acme"})
+            await http.get(f"/sync?{index}")
+        assert (await http.get("/metrics")).status_code == 401
+        await http.get("/metrics", headers=auth)
+        families = parse_families(await scrape_text(app, headers=auth))
+    # Six tenants not allowed, and five set_label("tenant", "pool") in /sync.
+    assert sample(families, "http_metrics_label_values_folded_total", {"label": "tenant"}) == 11.0
+    # (GET, /users/{user_id}, 200, __other__, ""), (GET, __unmatched__, 404, acme, ""), then
+    # the cap's last slot is the overflow: every /sync request is folded.
+    assert sample(
+        families, "http_metrics_label_sets_overflowed_total", {"family": "http_requests"}
+    ) == 5.0
+    assert sample(
+        families, "http_metrics_recording_failures_total", {"stage": "reading the label 'bad'"}
+    ) == 16.0
+    assert sample(families, "http_metrics_scrapes_total", {"result": "unauthorized"}) == 1.0
+    assert sample(families, "http_metrics_scrapes_total", {"result": "answered"}) == 2.0
+    assert sample(families, "http_metrics_scrape_render_seconds_count") == 1.0
