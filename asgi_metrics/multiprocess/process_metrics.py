@@ -344,17 +344,22 @@ def _pids_of(files: Iterable[str]) -> set[int]:
 def find_master(workers: Iterable[ProcStat]) -> int | None:
     """The server's master process: the common parent of ``workers`` (or, with none yet,
     this process' parent, or this process), when it runs a known server."""
-    from asgi_metrics.multiprocess.workers import process_server, worker_children
+    from asgi_metrics.multiprocess.workers import command_line, process_server, worker_children
 
     parents = Counter(stat.ppid for stat in workers)
-    candidates = [pid for pid, _ in parents.most_common()]
-    candidates += [os.getppid(), os.getpid()]
-    for pid in candidates:
-        if pid <= 1 or process_server(pid) is None:
-            continue
-        if pid != os.getpid() or worker_children(pid):
+    for pid, _ in parents.most_common():
+        if pid > 1 and process_server(pid) is not None:
             return pid
-    return None
+    if parents:
+        return None
+    # No worker has recorded anything yet. This process is the master (a listener in
+    # gunicorn's arbiter) if it runs a server and has children, and is not itself a forked
+    # worker, whose command line is its parent's; else its parent may be.
+    me, parent = os.getpid(), os.getppid()
+    if (process_server(me) is not None and worker_children(me)
+            and command_line(me) != command_line(parent)):
+        return me
+    return parent if parent > 1 and process_server(parent) is not None else None
 
 
 # -- the scrape -----------------------------------------------------------------------

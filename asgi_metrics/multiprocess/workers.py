@@ -216,3 +216,8 @@ def worker_children(pid: int) -> list[int]:
         child for child in _children(pid)
         if not any(helper in " ".join(_cmdline(child)[:4]) for helper in _HELPERS)
     ]
+
+
+def command_line(pid: int) -> list[str]:
+    """The command line of process ``pid`` (Linux ``/proc``; empty when unreadable)."""
+    return _cmdline(pid)
