@@ -128,7 +128,7 @@ class Exposition:
         # The directory's metrics include the counters every store announced there (the
         # same in any process, with or without a store of its own); this process' stores
         # are added in case one could not announce its counter. Each is derived once.
-        metrics = collect_directory(path)
+        metrics = collect_directory(path, process_metrics=True)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         add_request_counters(metrics, [
             (store.names.requests.name, store.names.requests.help, store.names.duration.name)

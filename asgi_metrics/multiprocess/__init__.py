@@ -4,7 +4,8 @@ showing the sum over all.
 
 Public: :func:`child_exit` (a gunicorn hook), :func:`clean_multiproc_dir` (for server
 start-up), :class:`DirectoryCollector` (the directory as a collector, safe alongside our
-compaction) and :func:`multiproc_dir`.
+compaction) and :func:`multiproc_dir`. A scrape in this mode shows the process metrics of
+every worker and of the server's master (:mod:`asgi_metrics.multiprocess.process_metrics`).
 """
 
 from asgi_metrics.multiprocess.directory import (
