@@ -42,6 +42,7 @@ from asgi_metrics.core.store import (
     cumulative,
     latest_exemplar,
 )
+from asgi_metrics.exposition.protobuf import ProtobufStoreRenderer
 from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, StoreRenderer
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
@@ -84,12 +85,20 @@ class StoreCollector(Collector):
         self.store = store
         self.names = names
         self.renderer = StoreRenderer(names, const_labels, store.buckets, store.size_buckets)
+        self.protobuf_renderer = ProtobufStoreRenderer(
+            names, const_labels, store.buckets, store.size_buckets
+        )
         self._const_names = list(const_labels)
         self._const_values = list(const_labels.values())
 
     def render(self, openmetrics: bool) -> str:
         """Render this store with the fast renderer (OpenMetrics without ``# EOF``)."""
         return self.renderer.render(self.store.snapshot(), openmetrics)
+
+    def render_protobuf(self) -> bytes:
+        """Render this store as delimited protobuf ``MetricFamily`` messages, native
+        histogram fields included."""
+        return self.protobuf_renderer.render(self.store.snapshot())
 
     def describe(self) -> Iterable[Metric]:
         return [self._empty(family) for family in self.names.all()]
