@@ -46,9 +46,12 @@ from tests.support.protobuf import (
     parse_delimited,
 )
 
+#: What Debian's Prometheus 2.42 sends with --enable-feature=native-histograms.
 PROMETHEUS_2_42_ACCEPT = (
     "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;"
-    "encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+    "encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,"
+    "application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,"
+    "*/*;q=0.1"
 )
 TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN = 0x00F067AA0BA902B7
