@@ -102,6 +102,8 @@ _L7 = _tag(7, 2)
 _F7 = _tag(7, 0)
 _L12 = _tag(12, 2)
 _F13 = _tag(13, 0)
+#: ``positive_delta`` fields of the zigzag values 0..127, ready-made.
+_DELTAS = [_F13 + _SMALL[value] for value in range(128)]
 
 
 def label_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
@@ -166,15 +168,21 @@ def native_fields(native: NativeSeries) -> bytes:
     positive = native.positive
     spans: list[list[int]] = []
     deltas: list[bytes] = []
+    append = deltas.append
     previous_index = 0
     previous_count = 0
+    # The scrape's inner loop (a few dozen buckets per series): zigzag inline, and the
+    # common small deltas as ready-made (tag, value) bytes.
+    small = _DELTAS
     for index in sorted(positive):
         count = positive[index]
         if spans and index == previous_index + 1:
             spans[-1][1] += 1
         else:
             spans.append([index if not spans else index - previous_index - 1, 1])
-        deltas.append(_F13 + varint(zigzag(count - previous_count)))
+        delta = count - previous_count
+        encoded = delta << 1 if delta >= 0 else (-delta << 1) - 1
+        append(small[encoded] if encoded < 128 else _F13 + varint(encoded))
         previous_index, previous_count = index, count
     if not spans:
         spans.append([0, 0])
