@@ -271,3 +271,18 @@ def test_a_protobuf_scrape_is_answered_with_its_content_type() -> None:
     assert dict(headers)["Content-Type"] == PROTOBUF_CONTENT_TYPE
     assert dict(headers)["Content-Encoding"] == "gzip"
     assert by_name(gzip.decompress(body))["http_requests_total"].metric
+
+
+@pytest.mark.anyio
+async def test_the_asgi_endpoint_serves_protobuf_to_prometheus() -> None:
+    from tests.support.apps.starlette_traffic import app_with_traffic_routes, traffic
+    from tests.support.asgi import client, wrap
+
+    app = wrap(app_with_traffic_routes())
+    await traffic(app)
+    async with client(app) as http:
+        response = await http.get("/metrics", headers={"Accept": PROMETHEUS_2_42_ACCEPT})
+        text = await http.get("/metrics")
+    assert response.headers["content-type"] == PROTOBUF_CONTENT_TYPE
+    assert classic_samples(parse_delimited(response.content)) == text_samples(text.text)
+    assert by_name(response.content)["http_requests_total"].metric
