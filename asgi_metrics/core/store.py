@@ -39,6 +39,7 @@ from typing import Any
 
 from asgi_metrics.core.label_cap import LabelSetCap
 from asgi_metrics.core.labels import Key
+from asgi_metrics.core.native import NativeSeries
 
 Series = list[float]
 #: (trace_id, span_id, observed value, unix timestamp); the IDs as integers.
@@ -107,6 +108,9 @@ class Snapshot:
     request_size: dict[Key, Series] = field(default_factory=dict)
     response_size: dict[Key, Series] = field(default_factory=dict)
     exemplars: dict[Key, ExemplarSlots] = field(default_factory=dict)
+    #: Native histogram series by table ("requests", "ttfb", "request_size",
+    #: "response_size"); empty while native histograms are off.
+    native: dict[str, dict[Key, NativeSeries]] = field(default_factory=dict)
 
 
 _HISTOGRAMS = ("requests", "ttfb", "request_size", "response_size")

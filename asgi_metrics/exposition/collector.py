@@ -43,6 +43,7 @@ from asgi_metrics.core.store import (
     cumulative,
     latest_exemplar,
 )
+from asgi_metrics.exposition.protobuf import ProtobufStoreRenderer, encode_metrics
 from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, SelfRenderer, StoreRenderer
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
@@ -97,6 +98,9 @@ class StoreCollector(Collector):
         self._in_flight = in_flight
         self.names = names
         self.renderer = StoreRenderer(names, const_labels, store.buckets, store.size_buckets)
+        self.protobuf_renderer = ProtobufStoreRenderer(
+            names, const_labels, store.buckets, store.size_buckets
+        )
         self._const_names = list(const_labels)
         self._const_values = list(const_labels.values())
 
@@ -113,6 +117,11 @@ class StoreCollector(Collector):
         if self._in_flight is not None:
             snap.in_flight = self._in_flight()  # type: ignore[assignment]
         return snap
+
+    def render_protobuf(self) -> bytes:
+        """Render this store as delimited protobuf ``MetricFamily`` messages, native
+        histogram fields included."""
+        return self.protobuf_renderer.render(self.snapshot()) + encode_metrics(self._own())
 
     def describe(self) -> Iterable[Metric]:
         own = self.names.own.all() if self.names.own is not None else []

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -23,7 +24,8 @@ from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 from asgi_metrics.exposition.auth import Headers, MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
-from asgi_metrics.exposition.negotiation import accepts_gzip, wants_openmetrics
+from asgi_metrics.exposition.negotiation import accepts_gzip, wants_openmetrics, wants_protobuf
+from asgi_metrics.exposition.protobuf import PROTOBUF_CONTENT_TYPE, encode_registry
 from asgi_metrics.exposition.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
@@ -41,10 +43,12 @@ GZIP_LEVEL = 1
 
 @dataclass(frozen=True)
 class ScrapeRequest:
-    """What an allowed scrape asks for: the format and whether to gzip it."""
+    """What an allowed scrape asks for: the format and whether to gzip it (``protobuf``:
+    the Prometheus protobuf format, whatever ``openmetrics`` says)."""
 
     openmetrics: bool
     gzip: bool
+    protobuf: bool = False
 
 
 class _Flight:
@@ -117,12 +121,28 @@ class Exposition:
             rest = (generate_openmetrics if openmetrics else generate_text)(self.registry)
         return ours + rest
 
+    def render_protobuf(self) -> bytes:
+        """The exposition body in the Prometheus protobuf format: the same families as
+        :meth:`render`, our histograms with their native fields when they have them."""
+        if self.multiprocess_dir is not None:
+            return encode_registry(self._multiprocess_view())
+        stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
+        ours = b"".join(store.render_protobuf() for store in stores)
+        with others_only():
+            rest = encode_registry(self.registry)
+        return ours + rest
+
     def _render_multiprocess(self, openmetrics: bool) -> bytes:
+        generate = generate_openmetrics if openmetrics else generate_text
+        return generate(self._multiprocess_view())  # generate_latest only calls .collect()
+
+    def _multiprocess_view(self) -> Any:
         """The directory's metrics (every worker's, ours and the app's own multiprocess
         metrics), then the registry's other collectors, minus what would be one worker's
         view of the same thing: families already shown from the directory, prometheus_client's
         process/platform/GC collectors (this worker's CPU and memory, a different worker's at
-        every scrape) and any ``MultiProcessCollector`` registered there."""
+        every scrape) and any ``MultiProcessCollector`` registered there. Something with
+        ``collect()``, read once."""
         path = self.multiprocess_dir
         assert path is not None
         # The directory's metrics include the counters every store announced there (the
@@ -159,14 +179,13 @@ class Exposition:
                                 seen.add(metric.name)
                                 yield metric
 
-        generate = generate_openmetrics if openmetrics else generate_text
-        return generate(View())  # generate_latest only calls .collect()
+        return View()
 
     def body(self, request: ScrapeRequest) -> bytes:
         """Render (and compress, if asked) one answer's body. No sharing: see
         :meth:`shared_body`."""
         started = perf_counter()
-        body = self.render(request.openmetrics)
+        body = self.render_protobuf() if request.protobuf else self.render(request.openmetrics)
         if self.self_metrics is not None:
             self.self_metrics.observe_render(perf_counter() - started)
         if request.gzip:
@@ -187,6 +206,8 @@ class Exposition:
         if not self.auth.allows(authorization):
             self._count("unauthorized")
             return _plain(401, "Unauthorized", self.auth.challenge())
+        if wants_protobuf(accept):
+            return ScrapeRequest(False, accepts_gzip(accept_encoding), protobuf=True)
         return ScrapeRequest(wants_openmetrics(accept), accepts_gzip(accept_encoding))
 
     def admit(self) -> bool:
@@ -241,9 +262,12 @@ class Exposition:
     @staticmethod
     def answer(request: ScrapeRequest, body: bytes) -> Answer:
         """Status and headers for a rendered body."""
+        if request.protobuf:
+            content_type = PROTOBUF_CONTENT_TYPE
+        else:
+            content_type = OPENMETRICS_CONTENT_TYPE if request.openmetrics else TEXT_CONTENT_TYPE
         headers = [
-            ("Content-Type",
-             OPENMETRICS_CONTENT_TYPE if request.openmetrics else TEXT_CONTENT_TYPE),
+            ("Content-Type", content_type),
             ("Vary", "Accept, Accept-Encoding"),
             ("Cache-Control", "no-store"),
         ]
