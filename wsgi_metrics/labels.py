@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from asgi_metrics.core.request_labels import HeaderReader
+
 # The two request headers CGI (and so WSGI) keeps without the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE", "CONTENT_LENGTH"}
 
@@ -15,10 +17,6 @@ def environ_key(name: str) -> str:
     """The environ key of the request header ``name`` (``X-Tenant`` -> ``HTTP_X_TENANT``)."""
     key = name.upper().replace("-", "_")
     return key if key in _UNPREFIXED else f"HTTP_{key}"
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def _environ_pairs(environ: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
@@ -35,19 +33,26 @@ class WsgiHeaders:
     """The :class:`~asgi_metrics.core.request_labels.HeaderAccess` of WSGI: the request is
     the environ, the response its ``start_response`` header list."""
 
-    def compile(self, name: str, response: bool) -> str:
-        return name.lower() if response else environ_key(name)
+    def reader(self, name: str, response: bool) -> HeaderReader:
+        if response:
+            lower = name.lower()
 
-    def request_header(self, request: Mapping[str, Any], compiled: str) -> str | None:
-        return _text(request.get(compiled))
+            def from_response(
+                environ: Mapping[str, Any], headers: Sequence[tuple[str, str]]
+            ) -> str | None:
+                for found, value in headers:
+                    if type(found) is str and found.lower() == lower:
+                        return value if type(value) is str else None
+                return None
 
-    def response_header(
-        self, response: Sequence[tuple[str, str]], compiled: str
-    ) -> str | None:
-        for name, value in response:
-            if isinstance(name, str) and name.lower() == compiled:
-                return _text(value)
-        return None
+            return from_response
+        key = environ_key(name)
+
+        def from_request(environ: Mapping[str, Any], headers: Any) -> str | None:
+            value = environ.get(key)
+            return value if type(value) is str else None
+
+        return from_request
 
     def request_headers(self, request: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
         return _environ_pairs(request)
@@ -60,13 +65,24 @@ class WsgiHeaders:
 
 class DjangoHeaders(WsgiHeaders):
     """The same for Django: the request is the ``HttpRequest`` (its ``META`` has the
-    environ's keys under WSGI and ASGI alike), the response the ``HttpResponse``."""
+    environ's keys under WSGI and ASGI alike), the response the ``HttpResponse`` (or
+    ``None``)."""
 
-    def request_header(self, request: Any, compiled: str) -> str | None:
-        return _text(request.META.get(compiled))
+    def reader(self, name: str, response: bool) -> HeaderReader:
+        if response:
 
-    def response_header(self, response: Any, compiled: str) -> str | None:
-        return None if response is None else _text(response.get(compiled))
+            def from_response(request: Any, answer: Any) -> str | None:
+                value = None if answer is None else answer.get(name)
+                return value if type(value) is str else None
+
+            return from_response
+        key = environ_key(name)
+
+        def from_request(request: Any, answer: Any) -> str | None:
+            value = request.META.get(key)
+            return value if type(value) is str else None
+
+        return from_request
 
     def request_headers(self, request: Any) -> Iterable[tuple[str, str]]:
         return _environ_pairs(request.META)

@@ -20,7 +20,7 @@ from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
-from asgi_metrics.core.request_labels import RequestLabels, current_assignments
+from asgi_metrics.core.request_labels import RequestLabels, fresh_assignments
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
@@ -319,7 +319,11 @@ class _Labelled(Exchange):
     ) -> None:
         super().__init__(plan, scope, receive, send, method, cid, token)
         self.head = None
-        self.assigned = current_assignments()
+        # A new dict for set_label, current in the request's context from here on (the
+        # app runs in it). Not reset afterwards: every ASGI request runs in a task, and so
+        # a context, of its own, and a later request in the same context (a test client's)
+        # gets a new dict here; a reset would cost a frame around every request.
+        self.assigned = fresh_assignments()
         self.label_values = ()
 
     def send(self, message: Message) -> Awaitable[None]:

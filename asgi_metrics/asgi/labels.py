@@ -6,12 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from asgi_metrics.asgi.headers import request_header
 from asgi_metrics.asgi.types import Message, Scope
-
-
-def _text(value: object) -> str | None:
-    return value.decode("latin-1") if isinstance(value, bytes) else None
+from asgi_metrics.core.request_labels import HeaderReader
 
 
 def _pairs(headers: Any) -> Iterable[tuple[str, str]]:
@@ -21,23 +17,29 @@ def _pairs(headers: Any) -> Iterable[tuple[str, str]]:
 
 
 class AsgiHeaders:
-    """The :class:`~asgi_metrics.core.request_labels.HeaderAccess` of ASGI: names are
-    lower-case bytes on both sides (servers lower-case request names; the app's response
-    names are compared in any case)."""
+    """The :class:`~asgi_metrics.core.request_labels.HeaderAccess` of ASGI. Request header
+    names arrive lower-cased (the spec requires it of servers); the app's response header
+    names are compared in any case."""
 
-    def compile(self, name: str, response: bool) -> bytes:
-        return name.lower().encode("latin-1")
+    def reader(self, name: str, response: bool) -> HeaderReader:
+        key = name.lower().encode("latin-1")
+        if response:
 
-    def request_header(self, request: Scope, compiled: bytes) -> str | None:
-        return _text(request_header(request, compiled))
+            def from_response(scope: Scope, head: Message | None) -> str | None:
+                for found, value in (head.get("headers") or ()) if head is not None else ():
+                    if type(found) is bytes and found.lower() == key:
+                        return value.decode("latin-1") if type(value) is bytes else None
+                return None
 
-    def response_header(self, response: Message | None, compiled: bytes) -> str | None:
-        if response is None:
+            return from_response
+
+        def from_request(scope: Scope, head: Message | None) -> str | None:
+            for found, value in scope.get("headers") or ():
+                if found == key:
+                    return value.decode("latin-1") if type(value) is bytes else None
             return None
-        for name, value in response.get("headers") or ():
-            if isinstance(name, bytes) and name.lower() == compiled:
-                return _text(value)
-        return None
+
+        return from_request
 
     def request_headers(self, request: Scope) -> Iterable[tuple[str, str]]:
         return _pairs(request.get("headers"))

@@ -23,7 +23,6 @@ from asgi_metrics.asgi.headers import request_header
 from asgi_metrics.asgi.labels import AsgiHeaders
 from asgi_metrics.asgi.types import ASGIApp, Receive, Scope, Send
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
-from asgi_metrics.core.request_labels import close_assignments, open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
@@ -75,8 +74,6 @@ class MetricsMiddleware:
             span_attribute=self._correlation is not None and OTEL_AVAILABLE,
             labels=labels,
         )
-        if labels is not None:
-            self.__class__ = _Labelled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,18 +154,6 @@ class _Disabled(MetricsMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
-
-
-class _Labelled(MetricsMiddleware):
-    """With request-derived labels: each request gets the dict ``set_label`` writes into,
-    forgotten when the request is over."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        _, token = open_assignments()
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            close_assignments(token)
 
 
 async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseException) -> None:

@@ -56,11 +56,6 @@ def set_label(name: str, value: str) -> None:
         assigned[name] = value
 
 
-def current_assignments() -> dict[str, object] | None:
-    """The current request's assignments (for an adapter recording it), or ``None``."""
-    return _assigned.get()
-
-
 def open_assignments() -> tuple[dict[str, object], Token[dict[str, object] | None]]:
     """For a middleware, when a request arrives: a new dict for :func:`set_label` to write
     into for this request, and the token to pass to :func:`close_assignments`.
@@ -72,6 +67,14 @@ def open_assignments() -> tuple[dict[str, object], Token[dict[str, object] | Non
     """
     assigned: dict[str, object] = {}
     return assigned, _assigned.set(assigned)
+
+
+def fresh_assignments() -> dict[str, object]:
+    """:func:`open_assignments` for an adapter that never needs to close them (ASGI: every
+    request runs in a context of its own)."""
+    assigned: dict[str, object] = {}
+    _assigned.set(assigned)
+    return assigned
 
 
 def close_assignments(token: Token[dict[str, object] | None] | None) -> None:
@@ -145,15 +148,16 @@ class Headers(Mapping[str, str]):
         return len(self._values)
 
 
+#: ``read(request, response) -> raw value or None``: one header, for one adapter.
+HeaderReader = Callable[[Any, Any], "str | None"]
+
+
 class HeaderAccess(Protocol):
-    """How one adapter reads headers; ``compiled`` is what :meth:`compile` made of a name,
-    once per middleware (``b"x-tenant"`` in ASGI, ``"HTTP_X_TENANT"`` in WSGI)."""
+    """How one adapter reads headers: a reader per declared header, made once per
+    middleware (the name lower-cased to bytes in ASGI, turned into ``HTTP_X_TENANT`` in
+    WSGI), and all the headers for a :class:`RequestView`."""
 
-    def compile(self, name: str, response: bool) -> Any: ...
-
-    def request_header(self, request: Any, compiled: Any) -> str | None: ...
-
-    def response_header(self, response: Any, compiled: Any) -> str | None: ...
+    def reader(self, name: str, response: bool) -> HeaderReader: ...
 
     def request_headers(self, request: Any) -> Iterable[tuple[str, str]]: ...
 
@@ -219,28 +223,29 @@ class ValueBound:
         self._max_values = max_values
         self._failures = failures
         self._lock = threading.Lock()
-        # value -> itself for every value kept: the one lookup of the common case.
-        self._kept: dict[str, str] = {default: default, OTHER_VALUE: OTHER_VALUE}
+        #: value -> itself for every value kept: the one lookup of the common case.
+        self.kept: dict[str, str] = {default: default, OTHER_VALUE: OTHER_VALUE}
         if allowed is not None:
-            self._kept.update((value, value) for value in allowed)
+            self.kept.update((value, value) for value in allowed)
         self._taken = 0  # values taken as they came (without ``allowed``)
         self._warned: set[str] = set()
 
     def __call__(self, value: str) -> str:
-        kept = self._kept.get(value)
-        return self._admit(value) if kept is None else kept
+        kept = self.kept.get(value)
+        return self.admit(value) if kept is None else kept
 
-    def _admit(self, value: str) -> str:
+    def admit(self, value: str) -> str:
+        """The slow path of a value not kept yet: keep it, or fold it."""
         well_formed = (
             type(value) is str and len(value) <= MAX_VALUE_LENGTH and not value.startswith("/")
         )
         if self._allowed is None and well_formed:
             with self._lock:
-                if value in self._kept:
+                if value in self.kept:
                     return value
                 if self._taken < self._max_values:
                     self._taken += 1
-                    self._kept[value] = value
+                    self.kept[value] = value
                     return value
         if self._on_fold is not None:
             self._on_fold(self.label)
@@ -262,7 +267,7 @@ class ValueBound:
             logger.warning("HTTP metrics: label %r: " + message + ".", self.label, *args)
 
 
-Reader = Callable[[Any, Any, str, str, int], object]
+Reader = Callable[..., object]
 
 
 class RequestLabels:
@@ -286,10 +291,17 @@ class RequestLabels:
             ValueBound(name, source.allowed, source.default, max_values, failures, on_fold)
             for name, source in sources.items()
         ]
+        # Per label: its name, whether its reader takes the whole request view's parts
+        # (a callable) or only (request, response) (a header), the reader, its default,
+        # and its bound's two halves (the lookup of kept values, the slow path).
         self._labels = [
-            (name, _reader(source, access), source.default, bound)
+            (name, source.kind == "callable", _reader(source, access), source.default,
+             bound.kept.get, bound.admit)
             for (name, source), bound in zip(sources.items(), bounds, strict=True)
         ]
+
+        if len(self._labels) == 1:
+            self.values = self._one  # type: ignore[method-assign]
 
     def values(
         self,
@@ -303,18 +315,49 @@ class RequestLabels:
         """Each label's bounded value: what app code assigned, else what its source
         reads, else its default (also when the source fails: logged once)."""
         values = []
-        for name, read, default, bound in self._labels:
+        for name, full, read, default, kept, admit in self._labels:
             value = assigned.get(name) if assigned else None
             if value is None:
                 try:
-                    value = read(request, response, method, route, status)
+                    value = (
+                        read(request, response, method, route, status) if full
+                        else read(request, response)
+                    )
                 except Exception as exc:
                     self._failures.report(f"reading the label {name!r}", exc)
                     value = None
             if type(value) is not str:
                 value = default if value is None else _text(value)
-            values.append(bound(value))
+            found = kept(value)
+            values.append(admit(value) if found is None else found)
         return tuple(values)
+
+
+    def _one(
+        self,
+        request: Any,
+        response: Any,
+        method: str,
+        route: str,
+        status: int,
+        assigned: Mapping[str, object] | None,
+    ) -> tuple[str, ...]:
+        """:meth:`values` for the common case of one declared label, without the loop."""
+        name, full, read, default, kept, admit = self._labels[0]
+        value = assigned.get(name) if assigned else None
+        if value is None:
+            try:
+                value = (
+                    read(request, response, method, route, status) if full
+                    else read(request, response)
+                )
+            except Exception as exc:
+                self._failures.report(f"reading the label {name!r}", exc)
+                value = None
+        if type(value) is not str:
+            value = default if value is None else _text(value)
+        found = kept(value)
+        return (admit(value) if found is None else found,)
 
 
 def _text(value: object) -> str:
@@ -324,28 +367,12 @@ def _text(value: object) -> str:
 
 def _reader(source: Source, access: HeaderAccess) -> Reader:
     """The function reading ``source``'s raw value, made for one adapter."""
-    if source.kind == "callable":
-        function = source.function
-        assert function is not None
+    if source.kind != "callable":
+        return access.reader(source.header, source.kind == "response_header")
+    function = source.function
+    assert function is not None
 
-        def call(request: Any, response: Any, method: str, route: str, status: int) -> object:
-            return function(RequestView(access, request, method, route, status, response))
+    def call(request: Any, response: Any, method: str, route: str, status: int) -> object:
+        return function(RequestView(access, request, method, route, status, response))
 
-        return call
-    response_side = source.kind == "response_header"
-    compiled = access.compile(source.header, response_side)
-    if response_side:
-        response_header = access.response_header
-
-        def from_response(
-            request: Any, response: Any, method: str, route: str, status: int
-        ) -> object:
-            return response_header(response, compiled)
-
-        return from_response
-    request_header = access.request_header
-
-    def from_request(request: Any, response: Any, method: str, route: str, status: int) -> object:
-        return request_header(request, compiled)
-
-    return from_request
+    return call
