@@ -221,6 +221,11 @@ class MetricsMiddleware:
         try:
             method = self._methods(environ.get("REQUEST_METHOD"))
             counted = method is not None and self._counts(path)
+            if not counted and self._plan.labels is not None:
+                # Its set_label calls go to a dict nobody reads, not to the assignments
+                # still current from an earlier request whose response nothing closed
+                # (Werkzeug's test client), which would be recorded with them.
+                open_assignments()
             if not counted and correlation is None:
                 return None
             exchange = self._bodies[0](

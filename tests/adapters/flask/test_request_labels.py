@@ -353,6 +353,21 @@ def test_set_label_is_forgotten_after_unclosed_test_client_responses() -> None:
     assert all(response.status_code == 200 for response in kept)
 
 
+def test_set_label_of_an_uncounted_request_does_not_reach_a_held_response() -> None:
+    # The test client keeps the first response unclosed, so its request's assignments
+    # stay current in this thread; a later request that is served but not counted (an
+    # excluded method or path) and calls set_label must not relabel it.
+    app = with_metrics(
+        labels=TENANT, exclude_methods=["HEAD"], exclude_paths=["/assign/skipped"]
+    )
+    client = app.test_client()
+    held = client.get("/items/1", headers={"X-Tenant": "hdr"})
+    assert client.head("/assign/by-head").status_code == 200
+    assert client.get("/assign/skipped").status_code == 200
+    assert by(scrape(app), "http_requests_total", "route", "tenant") == {(ITEM, "hdr"): 1}
+    held.close()
+
+
 def test_set_label_in_a_streaming_response_before_and_during_the_body() -> None:
     app = with_metrics(labels=TENANT)
     assert get(app, "/stream/before") == 200
