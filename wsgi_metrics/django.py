@@ -53,6 +53,7 @@ SETTING = "HTTP_METRICS"
 
 _lock = threading.Lock()
 _shared: tuple[Settings, Parts | None] | None = None
+_shared_labels: tuple[Parts, RequestLabels | None] | None = None
 #: (pending request or None, correlation token or None, correlation ID or None)
 _Begun = tuple["Pending | None", "Token[str | None] | None", "str | None"]
 
@@ -77,6 +78,25 @@ def shared_parts() -> Parts | None:
         if _shared is None or _shared[0] != settings:
             _shared = (settings, build(settings) if settings.enabled else None)
         return _shared[1]
+
+
+def _request_labels(parts: Parts) -> RequestLabels | None:
+    """The request-derived labels of ``parts``' store, shared like the store by every
+    handler's middleware: each label's bound keeps ``max_label_values`` values per store,
+    not per handler (the test client builds a handler per ``Client()``)."""
+    global _shared_labels
+    with _lock:
+        if _shared_labels is None or _shared_labels[0] is not parts:
+            settings = parts.settings
+            labels = (
+                RequestLabels(
+                    settings.labels, DjangoHeaders(), settings.max_label_values,
+                    parts.recorder.failures,
+                )
+                if settings.labels else None
+            )
+            _shared_labels = (parts, labels)
+        return _shared_labels[1]
 
 
 def _remember_exception(sender: object, request: HttpRequest | None = None, **extra: Any) -> None:
@@ -112,13 +132,7 @@ class MetricsMiddleware:
         settings = parts.settings
         self._counts = path_filter(settings)
         self._methods = method_labels(settings.exclude_methods)
-        self._labels = (
-            RequestLabels(
-                settings.labels, DjangoHeaders(), settings.max_label_values,
-                self.recorder.failures,
-            )
-            if settings.labels else None
-        )
+        self._labels = _request_labels(parts)
         self._metrics_path = settings.metrics_path
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header

@@ -134,6 +134,24 @@ def test_header_label_allowed_values_other_and_default() -> None:
     assert by(samples, "http_request_duration_seconds_count", *names) == expected
 
 
+def test_header_label_without_allowed_keeps_max_label_values(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_metrics")
+    sent = ["a", "b", "/admin/", "z" * 129, "z" * 128, "c", "a"]
+    with metrics_settings(labels=TENANT, max_label_values=3):
+        for tenant in sent:
+            assert fetch("/items/1/", HTTP_X_TENANT=tenant) == 200
+        assert fetch("/items/1/") == 200
+        samples = scrape()
+    assert by(samples, "http_requests_total", "tenant") == {
+        ("a",): 2, ("b",): 1, ("z" * 128,): 1, (OTHER_VALUE,): 3, ("",): 1,
+    }
+    full = failure_lines(caplog.records, "max_label_values=3")
+    assert len(full) == 1 and "'tenant'" in full[0]
+    assert len(failure_lines(caplog.records, "starting with '/'")) == 1
+
+
 def test_response_header_label() -> None:
     with metrics_settings(
         labels={"cache": from_response_header("X-Cache", allowed=["hit", "miss"],
