@@ -320,6 +320,23 @@ def test_set_label_under_the_asgi_handler() -> None:
     assert in_flight(samples) == 0
 
 
+def test_set_label_of_an_uncounted_request_does_not_reach_a_held_stream() -> None:
+    # The test client holds the first (streaming) response unread, so its request's
+    # assignments are still current in this thread; a later request that is served but
+    # not counted and calls set_label must not relabel it.
+    with metrics_settings(labels=TENANT, exclude_methods=["HEAD"],
+                          exclude_paths=["/assign/skipped/"]):
+        client = Client()
+        held = client.get("/stream/before/", HTTP_X_TENANT="hdr")
+        assert client.head("/assign/by-head/").status_code == 200
+        assert client.get("/assign/skipped/").status_code == 200
+        assert b"".join(held.streaming_content) == b"ab"
+        samples = scrape()
+    assert by(samples, "http_requests_total", "route", "tenant") == {
+        ("/stream/before/", "streamer"): 1
+    }
+
+
 # --- do_not_track -----------------------------------------------------------------------
 
 UNTRACKED = [
