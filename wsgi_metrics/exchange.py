@@ -323,7 +323,7 @@ class Exchange:
             )
         # Positional: this is per request, and keyword arguments cost more.
         labels = plan.labels
-        if labels is None:
+        if labels is None or not plan.recorder.records(route):
             plan.recorder.finish(
                 self.method, route, status, duration, self.in_flight, exc, self.ttfb,
                 request_size, self.response_size, self.span_ids, self.scheme,

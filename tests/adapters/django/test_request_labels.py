@@ -378,6 +378,28 @@ def test_do_not_track_stream_counts_in_flight_until_closed_or_collected() -> Non
     assert in_flight(samples) == 0
 
 
+def test_requests_never_recorded_take_no_label_value_and_call_no_source() -> None:
+    routes: list[str] = []
+
+    def seen(view: RequestView) -> str:
+        routes.append(view.route)
+        return "x"
+
+    with metrics_settings(max_label_values=2, count_unmatched=False,
+                          labels={"tenant": from_header("X-Tenant"), "seen": seen}):
+        for tenant in ["probe-1", "probe-2"]:
+            assert fetch("/private/function/", HTTP_X_TENANT=tenant) == 200
+        for tenant in ["scan-1", "scan-2"]:
+            assert fetch("/nowhere/", HTTP_X_TENANT=tenant) == 404
+        for tenant in ["acme", "beta", "gamma"]:
+            assert fetch("/plain/", HTTP_X_TENANT=tenant) == 200
+        samples = scrape()
+    assert by(samples, "http_requests_total", "route", "tenant") == {
+        ("/plain/", "acme"): 1, ("/plain/", "beta"): 1, ("/plain/", OTHER_VALUE): 1,
+    }
+    assert routes == ["/plain/"] * 3
+
+
 # --- exclude_methods, enabled -----------------------------------------------------------
 
 

@@ -498,6 +498,30 @@ def test_do_not_track_with_in_flight_by_route() -> None:
     assert in_flight(samples) == 0
 
 
+def test_requests_never_recorded_take_no_label_value_and_call_no_source() -> None:
+    # A do_not_track view or a dropped 404 is served and never recorded: its values must
+    # not take the places of max_label_values, nor reach a callable source.
+    routes: list[str] = []
+
+    def seen(view: RequestView) -> str:
+        routes.append(view.route)
+        return "x"
+
+    app = tracked_and_untracked_app()
+    Metrics(app, registry=CollectorRegistry(), max_label_values=2, count_unmatched=False,
+            labels={"tenant": from_header("X-Tenant"), "seen": seen})
+    for tenant in ["probe-1", "probe-2"]:
+        assert get(app, "/private/inner", headers={"X-Tenant": tenant}) == 200
+    for tenant in ["scan-1", "scan-2"]:
+        assert get(app, "/nowhere", headers={"X-Tenant": tenant}) == 404
+    for tenant in ["acme", "beta", "gamma"]:
+        assert get(app, "/plain", headers={"X-Tenant": tenant}) == 200
+    assert by(scrape(app), "http_requests_total", "route", "tenant") == {
+        ("/plain", "acme"): 1, ("/plain", "beta"): 1, ("/plain", OTHER_VALUE): 1,
+    }
+    assert routes == ["/plain"] * 3
+
+
 # --- exclude_methods, enabled -----------------------------------------------------------
 
 
