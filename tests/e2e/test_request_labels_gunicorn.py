@@ -4,10 +4,11 @@ header label with ``allowed`` that a ``before_request`` hook overrides with ``se
 several client threads at once, and the exact totals per label value read back from
 ``/metrics`` with prometheus_client's parser.
 
-Two servers: one gthread worker (threads share the bound; the in-flight gauge by route
-shows a request stuck in its view while it is stuck), and two sync workers sharing a
-multiprocess directory (every tenant within ``max_label_values``, since each worker keeps
-its own first values: see the report of issue 13's tests)."""
+Three servers: one gthread worker and one gevent worker (threads or greenlets share the
+bound; the in-flight gauge by route shows a request stuck in its view while it is stuck),
+and two sync workers sharing a multiprocess directory (every tenant within
+``max_label_values``: each worker keeps its own first values, so which values a worker
+folds depends on which requests it was given)."""
 
 from __future__ import annotations
 
@@ -104,19 +105,27 @@ def assert_labelled(samples: Samples, expected: dict[tuple[str, str], int]) -> N
     assert buckets == expected
 
 
-@pytest.fixture
-def gthread() -> Iterator[Server]:
-    require_server(["gunicorn"], needs=["flask"])
-    argv = gunicorn(APP, "-w", "1", "-k", "gthread", "--threads", "8", multiprocess=False)
+WORKERS = {
+    "gthread": (["-k", "gthread", "--threads", "8"], ("gunicorn",)),
+    # Every connection in a greenlet of its own: set_label's values live in the greenlet.
+    "gevent": (["-k", "gevent"], ("gunicorn", "gevent")),
+}
+
+
+@pytest.fixture(params=sorted(WORKERS))
+def one_worker(request: pytest.FixtureRequest) -> Iterator[Server]:
+    args, modules = WORKERS[request.param]
+    require_server(modules, needs=["flask"])
+    argv = gunicorn(APP, "-w", "1", *args, multiprocess=False)
     env = {"HTTP_METRICS_MAX_LABEL_VALUES": "3", "HTTP_METRICS_IN_FLIGHT_BY_ROUTE": "true"}
     with Server(argv, env=env) as server:
         yield server
 
 
-def test_threads_of_labelled_requests_exact_per_value_and_a_stuck_request(
-    gthread: Server,
+def test_concurrent_labelled_requests_exact_per_value_and_a_stuck_request(
+    one_worker: Server,
 ) -> None:
-    server = gthread
+    server = one_worker
     # The first three tenants take the three places, in order; t3 and t4 fold later.
     expected: dict[tuple[str, str], int] = {}
     for tenant in ["t0", "t1", "t2"]:

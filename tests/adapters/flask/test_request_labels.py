@@ -6,6 +6,7 @@ sample by sample."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -402,6 +403,24 @@ def test_set_label_from_a_thread_the_view_starts_with_the_context() -> None:
     assert get(app, "/threaded") == 200
     assert by(scrape(app), "http_requests_total", "route", "tenant") == {
         ("/threaded", "worker"): 1
+    }
+
+
+def test_set_label_from_an_async_view() -> None:
+    # Flask runs an async view through asgiref's async_to_sync, in an event loop of its own.
+    app = make_app()
+
+    @app.get("/async/<tenant>")
+    async def assign_async(tenant: str) -> str:
+        await asyncio.sleep(0)
+        set_label("tenant", f"async-{tenant}")
+        return "ok"
+
+    Metrics(app, registry=CollectorRegistry(), labels=TENANT)
+    assert get(app, "/async/acme") == 200
+    assert get(app, "/items/1") == 200
+    assert by(scrape(app), "http_requests_total", "route", "tenant") == {
+        ("/async/<tenant>", "async-acme"): 1, (ITEM, ""): 1,
     }
 
 
