@@ -175,6 +175,9 @@ def test_two_workers_sharing_a_multiprocess_directory(tmp_path: Path) -> None:
     env = {"HTTP_METRICS_MAX_LABEL_VALUES": "5"}
     with Server(argv, env=env, multiproc_dir=str(directory)) as server:
         expected = flood(server, tenants=5, kept={f"t{n}" for n in range(5)})
+        for _ in range(10):  # do_not_track in the multiprocess store: in flight, then not
+            assert http_get(f"{server.url}/entered")[0] == 200
         samples = scrape_until(server, {("GET", ITEM, "200"): THREADS * PER_THREAD})
         assert_labelled(samples, expected)
         assert OTHER not in {tenant for tenant, _ in expected}
+        assert by(samples, "http_requests_in_flight", "method") == {("GET",): 0}
