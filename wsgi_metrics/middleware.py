@@ -196,14 +196,16 @@ class MetricsMiddleware:
         # What goes back to the server: the exchange around the app's iterable, or the
         # server's own file wrapper with its close() observed.
         wrapper = environ.get("wsgi.file_wrapper")
+        body: Iterable[bytes] = result
         if wrapper is None:
             if from_test_client(environ, start_response):
                 self._handed.add(exchange)
+                body = exchange.hold_assignments(result)
         elif isinstance(wrapper, type) and isinstance(result, wrapper):
             passed = exchange.pass_file(result)
             if passed is not None:
                 return passed  # type: ignore[no-any-return]
-        exchange.iterable = result
+        exchange.iterable = body
         if hasattr(result, "__len__"):
             # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
             # it stays visible. Same layout, so switching the class is safe and cheaper

@@ -369,6 +369,22 @@ def test_set_label_of_an_uncounted_request_does_not_reach_a_held_response() -> N
     held.close()
 
 
+def test_held_test_client_responses_keep_their_own_assignments() -> None:
+    # The test client reads a response when the test asks, interleaved with other
+    # requests, and may never close it: a body's set_label reaches its own request, and
+    # set_label in the test's own code (outside any request) reaches none.
+    app = with_metrics(labels=TENANT)
+    client = app.test_client()
+    stream = client.get("/stream/during")  # the test client took its first chunk only
+    later = client.get("/items/1")  # held too, never closed
+    set_label("tenant", "outside")
+    assert stream.get_data() == b"ab"  # set_label("tenant", "late") runs now
+    assert by(scrape(app), "http_requests_total", "route", "tenant") == {
+        ("/stream/during", "late"): 1, (ITEM, ""): 1,
+    }
+    assert later.status_code == 200
+
+
 def test_set_label_in_a_streaming_response_before_and_during_the_body() -> None:
     app = with_metrics(labels=TENANT)
     assert get(app, "/stream/before") == 200
