@@ -8,8 +8,9 @@ constructed, and keep what it returns.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.in_flight import InFlightRequests
@@ -33,6 +34,8 @@ from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
 
+_labels_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -52,16 +55,27 @@ class Parts:
     #: The library's counts about itself (folds, failures, scrapes).
     self_metrics: SelfMetrics | None = None
 
+    #: The request-derived labels made so far, by the header access they read with.
+    _labels: dict[type, RequestLabels] = field(default_factory=dict, repr=False)
+
     def request_labels(self, access: HeaderAccess) -> RequestLabels | None:
         """The request-derived labels for an adapter reading headers with ``access``, or
-        ``None`` when none are declared."""
+        ``None`` when none are declared. One per kind of access for these parts, so every
+        adapter instance sharing a store (Django's handlers) shares each label's bound."""
         settings = self.settings
         if not settings.labels:
             return None
-        on_fold = self.self_metrics.count_fold if self.self_metrics is not None else None
-        return RequestLabels(
-            settings.labels, access, settings.max_label_values, self.recorder.failures, on_fold
-        )
+        with _labels_lock:
+            labels = self._labels.get(type(access))
+            if labels is None:
+                on_fold = (
+                    self.self_metrics.count_fold if self.self_metrics is not None else None
+                )
+                labels = self._labels[type(access)] = RequestLabels(
+                    settings.labels, access, settings.max_label_values,
+                    self.recorder.failures, on_fold,
+                )
+        return labels
 
 
 def build(settings: Settings) -> Parts:
