@@ -22,7 +22,15 @@ if TYPE_CHECKING:
         OTHER_STATUS,
         UNMATCHED_ROUTE,
     )
+    from asgi_metrics.core.request_labels import (
+        OTHER_VALUE,
+        RequestView,
+        from_header,
+        from_response_header,
+        set_label,
+    )
     from asgi_metrics.core.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+    from asgi_metrics.core.tracking import do_not_track
     from asgi_metrics.correlation.context import get_correlation_id
     from asgi_metrics.correlation.log_filter import CorrelationIdFilter
     from asgi_metrics.exposition.server import MetricsServer, start_metrics_server
@@ -35,6 +43,12 @@ _WHERE = {
     "EXCEPTION_KEY": "asgi_metrics.routes",
     "OTHER_METHOD": "asgi_metrics.core.labels",
     "OTHER_STATUS": "asgi_metrics.core.labels",
+    "OTHER_VALUE": "asgi_metrics.core.request_labels",
+    "RequestView": "asgi_metrics.core.request_labels",
+    "do_not_track": "asgi_metrics.core.tracking",
+    "from_header": "asgi_metrics.core.request_labels",
+    "from_response_header": "asgi_metrics.core.request_labels",
+    "set_label": "asgi_metrics.core.request_labels",
     "OVERFLOW": "asgi_metrics.core.label_cap",
     "UNMATCHED_ROUTE": "asgi_metrics.core.labels",
     "ConfigurationError": "asgi_metrics.core.settings",
@@ -53,15 +67,21 @@ __all__ = [
     "EXCEPTION_KEY",
     "OTHER_METHOD",
     "OTHER_STATUS",
+    "OTHER_VALUE",
     "OVERFLOW",
     "UNMATCHED_ROUTE",
     "ConfigurationError",
     "CorrelationIdFilter",
     "MetricsMiddleware",
     "MetricsServer",
+    "RequestView",
     "Settings",
+    "do_not_track",
+    "from_header",
+    "from_response_header",
     "get_correlation_id",
     "metrics_app",
+    "set_label",
     "start_metrics_server",
 ]
 

@@ -33,7 +33,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.compat import Header
 from sanic.exceptions import SanicException
 
-from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.rules import path_filter, route_or_unmatched
 from asgi_metrics.core.settings import ConfigurationError, Settings
@@ -47,7 +47,10 @@ __all__ = ["CONFIG_KEY", "Metrics"]
 CONFIG_KEY = "HTTP_METRICS"
 #: Settings this extension does not implement (they need per-message observation or the
 #: correlation header, which Sanic's signals do not offer): refused rather than ignored.
-UNSUPPORTED = ("correlation_id", "request_size", "response_size", "time_to_first_byte")
+UNSUPPORTED = (
+    "correlation_id", "request_size", "response_size", "time_to_first_byte", "labels",
+    "in_flight_by_route",
+)
 #: Every method routed to the metrics endpoint, which answers 405 itself to all but GET
 #: and HEAD (with ``Allow``), as the other adapters' endpoints do.
 _ENDPOINT_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -60,7 +63,7 @@ class _Open:
         "done", "exc", "http", "in_flight", "method", "request", "scheme", "start",
     )
 
-    def __init__(self, request: Request, method: str, scheme: str, in_flight: bool) -> None:
+    def __init__(self, request: Request, method: str, scheme: str, in_flight: object) -> None:
         self.start = perf_counter()
         self.request = request
         self.method = method
@@ -106,11 +109,14 @@ class Metrics:
                 raise ConfigurationError(
                     f"setting {name!r}: not supported by the Sanic extension"
                 )
+        if not settings.enabled:
+            return  # nothing registered: Sanic serves the app as without us
         parts = build(settings)
         self.recorder: Recorder = parts.recorder
         self.exposition: Exposition = parts.exposition
         self._exemplars = parts.exemplars
         self._counts = path_filter(settings)
+        self._methods = method_labels(settings.exclude_methods)
         self._metrics_path = settings.metrics_path
         self._wants_scheme = self.recorder.otel is not None
         self._open: dict[int, _Open] = {}
@@ -131,7 +137,9 @@ class Metrics:
             path = request.path
             if path == self._metrics_path or not self._counts(path):
                 return
-            method = method_label(request.method)
+            method = self._methods(request.method)
+            if method is None:
+                return
             scheme = request.scheme if self._wants_scheme else "http"
             state = _Open(request, method, scheme, self.recorder.start(method, scheme))
             previous = self._open.get(_key(request))

@@ -8,12 +8,18 @@ constructed, and keep what it returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.core.in_flight import InFlightRequests
 from asgi_metrics.core.label_cap import overflow_warning
 from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
-from asgi_metrics.core.settings import Settings
+from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
+from asgi_metrics.core.self_metrics import SelfMetrics
+from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
@@ -29,6 +35,8 @@ from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
 
+_labels_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -43,12 +51,42 @@ class Parts:
     exemplars: bool
     #: The multiprocess directory in use, or ``None`` (single process).
     multiprocess_dir: str | None
+    #: The requests in flight by identity (``in_flight_by_route``), else ``None``.
+    in_flight: InFlightRequests | None = None
+    #: The library's counts about itself (folds, failures, scrapes).
+    self_metrics: SelfMetrics | None = None
+
+    #: The request-derived labels made so far, by the header access they read with.
+    _labels: dict[type, RequestLabels] = field(default_factory=dict, repr=False)
+
+    def request_labels(self, access: HeaderAccess) -> RequestLabels | None:
+        """The request-derived labels for an adapter reading headers with ``access``, or
+        ``None`` when none are declared. One per kind of access for these parts, so every
+        adapter instance sharing a store (Django's handlers) shares each label's bound."""
+        settings = self.settings
+        if not settings.labels:
+            return None
+        with _labels_lock:
+            labels = self._labels.get(type(access))
+            if labels is None:
+                on_fold = (
+                    self.self_metrics.count_fold if self.self_metrics is not None else None
+                )
+                labels = self._labels[type(access)] = RequestLabels(
+                    settings.labels, access, settings.max_label_values,
+                    self.recorder.failures, on_fold,
+                )
+        return labels
 
 
 def build(settings: Settings) -> Parts:
     """Build and register the parts ``settings`` ask for."""
     names = metric_names(settings)
-    on_overflow = overflow_warning(names, settings.max_label_sets)
+    failures = FailureLog()
+    self_metrics = SelfMetrics(failures)
+    on_overflow = overflow_warning(
+        names, settings.max_label_sets, self_metrics.count_overflow
+    )
     # Chosen once, here: prometheus_client picks its value class at import, so the
     # environment cannot meaningfully change later in this process anyway.
     directory = multiproc_dir()
@@ -77,13 +115,29 @@ def build(settings: Settings) -> Parts:
             max_buckets=settings.native_histogram_max_buckets,
             zero_threshold=settings.native_histogram_zero_threshold,
         )
-    recorder = Recorder(settings, names, store, otel_metrics.build(settings))
-    collector = StoreCollector(store, names, settings.const_labels)
+    in_flight = None
+    if settings.in_flight_by_route:
+        if directory is not None:
+            raise ConfigurationError(
+                "setting 'in_flight_by_route': not available in multiprocess mode yet"
+                " (PROMETHEUS_MULTIPROC_DIR is set): a scrape answered by one worker cannot"
+                " see which route another worker's requests are in"
+            )
+        in_flight = InFlightRequests()
+    recorder = Recorder(
+        settings, names, store, otel_metrics.build(settings), failures, in_flight=in_flight
+    )
+    collector = StoreCollector(
+        store, names, settings.const_labels,
+        in_flight=None if in_flight is None else _in_flight_counts(in_flight, recorder),
+        self_metrics=self_metrics,
+    )
     register(settings.target_registry, collector)
     exposition = Exposition(
         settings.target_registry, collector,
         auth=MetricsAuth.from_settings(settings),
         max_concurrent_scrapes=settings.max_concurrent_scrapes,
+        self_metrics=self_metrics,
     )
     exemplars = settings.exemplars and OTEL_AVAILABLE
     if directory is not None and exemplars:
@@ -91,4 +145,16 @@ def build(settings: Settings) -> Parts:
         # once, and skip the span lookup per request.
         note_exemplars_off()
         exemplars = False
-    return Parts(settings, names, recorder, collector, exposition, exemplars, directory)
+    return Parts(
+        settings, names, recorder, collector, exposition, exemplars, directory, in_flight,
+        self_metrics,
+    )
+
+
+def _in_flight_counts(
+    in_flight: InFlightRequests, recorder: Recorder
+) -> Callable[[], dict[tuple[str, str], int]]:
+    def counts() -> dict[tuple[str, str], int]:
+        return in_flight.counts(recorder.failures)
+
+    return counts

@@ -29,6 +29,7 @@ ENVIRON: dict[str, Any] = {
     "HTTP_HOST": "127.0.0.1:8000",
     "HTTP_USER_AGENT": "bench/1.0",
     "HTTP_ACCEPT": "*/*",
+    "HTTP_X_TENANT": "acme",  # read by the "one header label" variant
     "wsgi.version": (1, 0),
     "wsgi.url_scheme": "http",
     "wsgi.errors": sys.stderr,

@@ -132,6 +132,18 @@ def build_ours_correlation(extra_routes: int = 0) -> ASGIApp:
     return app
 
 
+def build_ours_label(extra_routes: int = 0) -> ASGIApp:
+    """Ours with one request-derived label read from a header the request has."""
+    from asgi_metrics import MetricsMiddleware, from_header
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(
+        MetricsMiddleware, labels={"tenant": from_header("X-Tenant")},
+        **registry_kwargs(MetricsMiddleware),
+    )
+    return app
+
+
 def build_ours_native(extra_routes: int = 0) -> ASGIApp:
     """Ours with native histograms on (the duration histogram's native form)."""
     from asgi_metrics import MetricsMiddleware
@@ -194,11 +206,13 @@ NOOP = "no-op ASGI wrapper"
 CORRELATION = "ours + correlation IDs"
 SPAN_NO_EXEMPLARS = "ours in a sampled span, exemplars off"
 SPAN_EXEMPLARS = "ours in a sampled span, exemplars on"
+LABEL = "ours + one header label"
 NATIVE = "ours + native histograms"
 #: option -> (variant with it, the same without it): the option's cost is the difference.
 OPTION_PAIRS: dict[str, tuple[str, str]] = {
     "correlation IDs": (CORRELATION, "ours"),
     "exemplars (sampled span)": (SPAN_EXEMPLARS, SPAN_NO_EXEMPLARS),
+    "one header label": (LABEL, "ours"),
     "native histograms": (NATIVE, "ours"),
 }
 
@@ -214,6 +228,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(CORRELATION, "option", build_ours_correlation),
     Variant(SPAN_NO_EXEMPLARS, "option", _build_ours_in_span(exemplars=False)),
     Variant(SPAN_EXEMPLARS, "option", _build_ours_in_span(exemplars=True)),
+    Variant(LABEL, "option", build_ours_label),
     Variant(NATIVE, "option", build_ours_native),
 )
 

@@ -52,6 +52,7 @@ SCOPE: dict[str, Any] = {
         (b"host", b"127.0.0.1:8000"),
         (b"user-agent", b"bench/1.0"),
         (b"accept", b"*/*"),
+        (b"x-tenant", b"acme"),  # read by the "one header label" variant
     ],
     "client": ("127.0.0.1", 50000),
     "server": ("127.0.0.1", 8000),

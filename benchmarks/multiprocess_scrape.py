@@ -8,11 +8,18 @@ For 1, 10, 100 and 1000 dead workers (each leaving a counter and a histogram fil
 * our scrape (collect + the same text rendering): the first one after the workers died
   (it compacts them into the archive) and the following ones (one archive, not N files).
 
+Then, with process metrics (``process_*`` of every live worker, read from ``/proc``): 4 live
+worker processes and 1,000 recycled ones (their files, and the final CPU time gunicorn's
+``child_exit`` noted for each), our scrape beside prometheus_client's
+``MultiProcessCollector`` plus its ``ProcessCollector`` (the scraping process only) on the
+same directory, in interleaved rounds.
+
 Run: ``python benchmarks/multiprocess_scrape.py``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -23,12 +30,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from asgi_metrics.core.settings import DEFAULT_BUCKETS
 from asgi_metrics.multiprocess.directory import collect_directory
+from asgi_metrics.multiprocess.process_metrics import EXIT_PREFIX
 
 SERIES = 20  # (method, route, status) combinations per worker
 LABELS = ["method", "route", "status"]
@@ -62,11 +70,12 @@ def write_worker(directory: str, pid: int) -> None:
 
 
 class _Metrics:
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, process_metrics: bool = False) -> None:
         self.directory = directory
+        self.process_metrics = process_metrics
 
     def collect(self) -> object:
-        return collect_directory(self.directory)
+        return collect_directory(self.directory, self.process_metrics)
 
 
 def timed(function: object, repeat: int) -> float:
@@ -102,5 +111,59 @@ def main() -> None:
             shutil.rmtree(directory)
 
 
+def with_process_metrics(dead: int = 1000, live: int = 4, rounds: int = 7) -> None:
+    """The scrape with process metrics after ``dead`` recycles, ``live`` workers alive:
+    three copies of one directory, for prometheus_client, ours and ours without process
+    metrics (ours compacts its copy at its first scrape; prometheus_client never does)."""
+    base = tempfile.mkdtemp(prefix="mp-bench-proc-")
+    workers = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE) for _ in range(live)]
+    try:
+        original = os.path.join(base, "original")
+        os.mkdir(original)
+        for proc in workers:
+            write_worker(original, proc.pid)
+        for pid in dead_pids(dead):
+            write_worker(original, pid)
+            with open(os.path.join(original, f"{EXIT_PREFIX}{pid}.json"), "w") as file:
+                json.dump({"pid": pid, "cpu": 0.5}, file)
+        copies = {}
+        for name in ("upstream", "ours", "without"):
+            copies[name] = os.path.join(base, name)
+            shutil.copytree(original, copies[name])
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=copies["upstream"])
+        ProcessCollector(registry=registry)
+        views = {"upstream": registry, "ours": _Metrics(copies["ours"], True),
+                 "without": _Metrics(copies["without"], False)}
+        first = {}
+        for name in ("ours", "without"):
+            start = time.perf_counter()
+            generate_latest(views[name])  # type: ignore[arg-type]
+            first[name] = (time.perf_counter() - start) * 1000
+        times: dict[str, list[float]] = {name: [] for name in views}
+        for _ in range(rounds):  # interleaved: drift hits every variant alike
+            for name, view in views.items():
+                start = time.perf_counter()
+                generate_latest(view)  # type: ignore[arg-type]
+                times[name].append((time.perf_counter() - start) * 1000)
+        med = {name: statistics.median(values) for name, values in times.items()}
+        print(f"\nwith process metrics: {live} live workers, {dead} recycled; ms (median of"
+              f" {rounds} interleaved rounds)")
+        print(f"  prometheus_client MultiProcessCollector + ProcessCollector:"
+              f" {med['upstream']:.1f} (every dead worker's files; the scraping process only)")
+        print(f"  ours, 1st scrape (compacts): {first['ours']:.1f} with process metrics (folds"
+              f" {dead} exit notes), {first['without']:.1f} without")
+        print(f"  ours, next scrapes: {med['ours']:.1f} with process metrics,"
+              f" {med['without']:.1f} without ({med['upstream'] / med['ours']:.0f}x faster than"
+              " prometheus_client)")
+    finally:
+        for proc in workers:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(base)
+
+
 if __name__ == "__main__":
     main()
+    with_process_metrics()

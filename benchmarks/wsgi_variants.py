@@ -85,11 +85,25 @@ def build_otel() -> WSGIApp:
     return app
 
 
+def build_ours_label() -> WSGIApp:
+    """Ours with one request-derived label read from a header the request has."""
+    from wsgi_metrics import MetricsMiddleware, from_header
+
+    app = make_flask()
+    app.wsgi_app = MetricsMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, labels={"tenant": from_header("X-Tenant")},
+        **registry_kwargs(MetricsMiddleware),
+    )
+    return app
+
+
 CORRELATION = "ours + correlation IDs"
+LABEL = "ours + one header label"
 NATIVE = "ours + native histograms"
 #: option -> (variant with it, variant without it).
 OPTION_PAIRS: dict[str, tuple[str, str]] = {
     "correlation IDs": (CORRELATION, "ours"),
+    "one header label": (LABEL, "ours"),
     "native histograms": (NATIVE, "ours"),
 }
 
@@ -108,6 +122,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("opentelemetry-instrumentation-wsgi", "peer", build_otel),
     # Our options, measured against ours (see OPTION_PAIRS): what each one adds.
     Variant(CORRELATION, "option", build_ours_correlation),
+    Variant(LABEL, "option", build_ours_label),
     Variant(NATIVE, "option", build_ours_native),
 )
 

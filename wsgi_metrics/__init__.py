@@ -14,7 +14,15 @@ from asgi_metrics.core.labels import (
     OTHER_STATUS,
     UNMATCHED_ROUTE,
 )
+from asgi_metrics.core.request_labels import (
+    OTHER_VALUE,
+    RequestView,
+    from_header,
+    from_response_header,
+    set_label,
+)
 from asgi_metrics.core.settings import DEFAULT_BUCKETS, ConfigurationError, Settings
+from asgi_metrics.core.tracking import do_not_track
 from asgi_metrics.correlation.context import get_correlation_id
 from asgi_metrics.correlation.log_filter import CorrelationIdFilter
 
@@ -26,10 +34,16 @@ __all__ = [
     "EXCEPTION_KEY",
     "OTHER_METHOD",
     "OTHER_STATUS",
+    "OTHER_VALUE",
     "UNMATCHED_ROUTE",
     "ConfigurationError",
     "CorrelationIdFilter",
     "MetricsMiddleware",
+    "RequestView",
     "Settings",
+    "do_not_track",
+    "from_header",
+    "from_response_header",
     "get_correlation_id",
+    "set_label",
 ]

@@ -30,10 +30,12 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings as django_settings  # type: ignore[import-untyped]
+from django.core.exceptions import MiddlewareNotUsed  # type: ignore[import-untyped]
 from django.core.signals import got_request_exception  # type: ignore[import-untyped]
 from django.http import HttpRequest, HttpResponse  # type: ignore[import-untyped]
 
-from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
+from asgi_metrics.core.request_labels import open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
@@ -42,6 +44,7 @@ from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
 from asgi_metrics.otel.spans import read_span
 from asgi_metrics.wiring import Parts, build
 from wsgi_metrics.django_request import EXCEPTION_ATTR, Pending, Stream, route_template
+from wsgi_metrics.labels import DjangoHeaders
 
 __all__ = ["SETTING", "MetricsMiddleware", "route_template", "shared_parts"]
 
@@ -49,14 +52,14 @@ __all__ = ["SETTING", "MetricsMiddleware", "route_template", "shared_parts"]
 SETTING = "HTTP_METRICS"
 
 _lock = threading.Lock()
-_shared: tuple[Settings, Parts] | None = None
+_shared: tuple[Settings, Parts | None] | None = None
 #: (pending request or None, correlation token or None, correlation ID or None)
 _Begun = tuple["Pending | None", "Token[str | None] | None", "str | None"]
 
 
-def shared_parts() -> Parts:
+def shared_parts() -> Parts | None:
     """The process's recorder, store and exposition (:class:`~asgi_metrics.wiring.Parts`)
-    for the current settings.
+    for the current settings; ``None`` when they say ``enabled=False``.
 
     Django builds its middleware chain once per handler, and the test client or a
     management command may build several handlers in one process: they all share one
@@ -72,7 +75,7 @@ def shared_parts() -> Parts:
     settings = Settings.build(options)
     with _lock:
         if _shared is None or _shared[0] != settings:
-            _shared = (settings, build(settings))
+            _shared = (settings, build(settings) if settings.enabled else None)
         return _shared[1]
 
 
@@ -102,10 +105,17 @@ class MetricsMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
         parts = shared_parts()
+        if parts is None:  # enabled=False: Django leaves us out of the chain
+            raise MiddlewareNotUsed("HTTP metrics are disabled (setting 'enabled')")
         self.recorder = parts.recorder
         self.exposition = parts.exposition
         settings = parts.settings
         self._counts = path_filter(settings)
+        self._methods = method_labels(settings.exclude_methods)
+        # Shared like the store by every handler's middleware: each label keeps
+        # max_label_values values per store, not per handler (the test client builds a
+        # handler per Client()).
+        self._labels = parts.request_labels(DjangoHeaders())
         self._metrics_path = settings.metrics_path
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
         self._header = settings.correlation_header
@@ -125,7 +135,12 @@ class MetricsMiddleware:
         path = request.path_info
         if path == self._metrics_path:
             return self._metrics_response(request)
-        counted = self._counts(path)
+        counted = self._counts(path) and self._methods(request.method) is not None
+        if not counted and self._labels is not None:
+            # Its set_label calls go to a dict nobody reads, not to the assignments still
+            # current from an earlier request whose streaming response is not closed yet
+            # (the test client's), which would be recorded with them.
+            open_assignments()
         if not counted and self._correlation is None:
             return self.get_response(request)
         pending, token, cid = self._begin(request, counted)
@@ -145,7 +160,9 @@ class MetricsMiddleware:
             # Rendering a large registry must not stall the event loop.
             return await loop.run_in_executor(None, self._metrics_response, request)
         get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
-        counted = self._counts(path)
+        counted = self._counts(path) and self._methods(request.method) is not None
+        if not counted and self._labels is not None:
+            open_assignments()  # as in __call__
         if not counted and self._correlation is None:
             return await get_response(request)
         pending, token, cid = self._begin(request, counted)
@@ -164,7 +181,11 @@ class MetricsMiddleware:
         if counted:
             # request.scheme reads settings (SECURE_PROXY_SSL_HEADER): only when used.
             scheme = request.scheme if self.recorder.otel is not None else "http"
-            pending = Pending(self.recorder, request, method_label(request.method), scheme)
+            method = self._methods(request.method)
+            assert method is not None  # excluded methods are not counted
+            pending = Pending(self.recorder, request, method, scheme, self._labels)
+            if self._labels is not None:
+                pending.assigned, pending.assignments = open_assignments()
         correlation = self._correlation
         if correlation is None:
             return pending, None, None
@@ -186,6 +207,7 @@ class MetricsMiddleware:
         self._read_span(pending, cid)
         if pending is not None:
             pending.finish(status, exc)
+            pending.forget_assignments()
         reset_correlation_id(token)
 
     def _read_span(self, pending: Pending | None, cid: str | None) -> None:
@@ -223,7 +245,8 @@ class MetricsMiddleware:
             return
         if pending is not None:
             size = len(response.content) if self.recorder.wants_response_size else None
-            pending.finish(status, response_size=size)
+            pending.finish(status, response_size=size, response=response)
+            pending.forget_assignments()
         reset_correlation_id(token)
 
     def _observe_stream(
@@ -239,12 +262,15 @@ class MetricsMiddleware:
         ID stays set until then, so the generator sees it."""
         ttfb = None if pending is None else perf_counter() - pending.start
         try:
-            stream = Stream(self.recorder.failures, response.close, pending, status, token, ttfb)
+            stream = Stream(
+                self.recorder.failures, response.close, pending, status, token, ttfb, response
+            )
             response.close = stream.close
         except Exception as failure:
             self.recorder.failures.report("observing a streaming response", failure)
             if pending is not None:
-                pending.finish(status)
+                pending.finish(status, response=response)
+                pending.forget_assignments()
             reset_correlation_id(token)
 
     def _metrics_response(self, request: HttpRequest) -> HttpResponse:

@@ -12,9 +12,11 @@ from typing import Any
 from django.http import HttpRequest, RawPostDataException  # type: ignore[import-untyped]
 
 from asgi_metrics.core.failures import FailureLog
-from asgi_metrics.core.labels import UNMATCHED_ROUTE
+from asgi_metrics.core.labels import UNMATCHED_ROUTE, UNTRACKED_ROUTE
 from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.request_labels import RequestLabels, close_assignments
 from asgi_metrics.core.rules import declared_length, route_or_unmatched
+from asgi_metrics.core.tracking import untracked
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds
 
@@ -40,21 +42,49 @@ def route_template(request: HttpRequest) -> str:
     return "/" + route
 
 
+# id(view) -> (view, marked): each view is looked at once, when first matched.
+_marked: dict[int, tuple[object, bool]] = {}
+
+
+def tracked_route(request: HttpRequest) -> str:
+    """:func:`route_template`, or the untracked route when the matched view (function or
+    class-based) is marked with ``do_not_track``."""
+    view = getattr(getattr(request, "resolver_match", None), "func", None)
+    if view is not None:
+        known = _marked.get(id(view))
+        if known is None or known[0] is not view:
+            if len(_marked) > 10_000:  # views come and go only in test suites
+                _marked.clear()
+            known = _marked[id(view)] = (view, untracked(view))
+        if known[1]:
+            return UNTRACKED_ROUTE
+    return route_template(request)
+
+
 class Pending:
     """One counted request in progress: what recording it needs besides the response."""
 
-    __slots__ = ("body_reads", "in_flight", "method", "recorder", "request", "request_size",
-                 "scheme", "span_ids", "start")
+    __slots__ = ("assigned", "assignments", "body_reads", "in_flight", "labels", "method",
+                 "recorder", "request", "request_size", "scheme", "span_ids", "start")
 
     def __init__(
-        self, recorder: Recorder, request: HttpRequest, method: str, scheme: str
+        self,
+        recorder: Recorder,
+        request: HttpRequest,
+        method: str,
+        scheme: str,
+        labels: RequestLabels | None = None,
     ) -> None:
         self.start = perf_counter()
         self.recorder = recorder
         self.request = request
         self.method = method
         self.scheme = scheme
-        self.in_flight = recorder.start(method, scheme)
+        self.labels = labels
+        #: With labels: the request's set_label values and the token to forget them with.
+        self.assigned: dict[str, object] | None = None
+        self.assignments: Any = None
+        self.in_flight = recorder.start(method, scheme, self)
         self.span_ids: SpanIds | None = None
         #: The size ``Content-Length`` declared; else the app's reads are watched.
         self.request_size: int | None = None
@@ -67,25 +97,40 @@ class Pending:
                 except Exception as failure:
                     recorder.failures.report("watching the request body", failure)
 
+    def in_flight_route(self) -> str | None:
+        """The route Django resolved so far (``in_flight_by_route``)."""
+        return tracked_route(self.request)
+
     def finish(
         self,
         status: int,
         exc: BaseException | None = None,
         response_size: int | None = None,
         ttfb: float | None = None,
+        response: Any = None,
     ) -> None:
-        """Record the request."""
+        """Record the request (``response``: the one Django answered with, if any)."""
         duration = perf_counter() - self.start
         recorder = self.recorder
-        route = route_or_unmatched(recorder.failures, route_template, self.request)
+        route = route_or_unmatched(recorder.failures, tracked_route, self.request)
+        labels = self.labels
+        values = () if labels is None or not recorder.records(route) else labels.values(
+            self.request, response, self.method, route, status, self.assigned
+        )
         # A non-streaming response is handed over whole: its first byte is its last one,
         # as far as the middleware can tell. Streamed bytes are not counted.
         recorder.finish(
             self.method, route, status, duration, self.in_flight,
             self._unhandled(status) if exc is None else exc,
             duration if ttfb is None else ttfb,
-            self._request_size(), response_size, self.span_ids, self.scheme,
+            self._request_size(), response_size, self.span_ids, self.scheme, values,
         )
+
+    def forget_assignments(self) -> None:
+        """Forget the set_label values: the request is over."""
+        if self.assignments is not None:
+            close_assignments(self.assignments)
+            self.assignments = None
 
     def _unhandled(self, status: int) -> BaseException | None:
         # Only an exception Django announced as unhandled counts, and only with the 500 it
@@ -175,7 +220,8 @@ class Stream:
     """
 
     __slots__ = (
-        "failures", "pending", "recorded", "response_close", "status", "token", "ttfb",
+        "failures", "pending", "recorded", "response", "response_close", "status", "token",
+        "ttfb",
     )
 
     def __init__(
@@ -186,8 +232,10 @@ class Stream:
         status: int,
         token: Token[str | None] | None,
         ttfb: float | None,
+        response: Any = None,
     ) -> None:
         self.failures = failures
+        self.response = response  # for response-header labels (already in a cycle with us)
         self.response_close = response_close
         self.pending = pending
         self.status = status
@@ -207,13 +255,15 @@ class Stream:
             if token is not None:
                 self.token = None
                 reset_correlation_id(token)
+            if self.pending is not None:
+                self.pending.forget_assignments()
 
     def _record(self) -> None:
         if not self.recorded:
             self.recorded = True
             pending = self.pending
             if pending is not None:
-                pending.finish(self.status, ttfb=self.ttfb)
+                pending.finish(self.status, ttfb=self.ttfb, response=self.response)
 
     def __del__(self) -> None:
         # Collected without being closed: the request still has to leave the in-flight

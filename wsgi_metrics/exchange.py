@@ -10,13 +10,19 @@ response (the ``Sized`` ones, when the app's iterable has ``len()``).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import Token
 from time import perf_counter
 from typing import Any
 
-from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS
 from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.request_labels import (
+    RequestLabels,
+    close_assignments,
+    enter_assignments,
+)
 from asgi_metrics.core.rules import declared_length, has_header, route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
@@ -34,8 +40,8 @@ class Plan:
     """What one middleware does per request, decided once when it is built."""
 
     __slots__ = (
-        "exemplars", "failures", "id_name", "recorder", "request_size", "resolver",
-        "span_attribute", "span_reads", "wants_scheme",
+        "exemplars", "failures", "id_name", "labels", "recorder", "request_size", "resolver",
+        "routed", "span_attribute", "span_reads", "wants_scheme",
     )
 
     def __init__(
@@ -45,8 +51,13 @@ class Plan:
         exemplars: bool,
         span_attribute: bool,
         id_name: str,
+        labels: RequestLabels | None = None,
     ) -> None:
         self.recorder = recorder
+        #: The request-derived labels, or ``None`` when none are declared.
+        self.labels = labels
+        #: Whether the in-flight gauge is by route (each request gets a probe).
+        self.routed = recorder.in_flight is not None
         self.failures = recorder.failures
         self.resolver = resolver
         self.exemplars = exemplars
@@ -71,26 +82,34 @@ class Exchange:
     """
 
     __slots__ = (
-        "__weakref__", "counted", "done", "environ", "exc", "handed", "headers",
-        "id_header", "in_flight", "iterable", "iteration_end", "method", "plan",
-        "request_size", "response_size", "route", "scheme", "server_start_response",
-        "span_ids", "start", "status", "token", "ttfb",
+        "__weakref__", "assigned", "assignments", "counted", "done", "environ", "exc",
+        "handed", "headers", "id_header", "in_flight", "iterable", "iteration_end",
+        "label_values", "method", "plan", "request_size", "response_size", "route",
+        "scheme", "server_start_response", "span_ids", "start", "status", "token", "ttfb",
     )
     #: When the app handed the response to Werkzeug's test client (unset otherwise).
     handed: float
 
     def __init__(
-        self, plan: Plan, environ: Environ, start_response: StartResponse, counted: bool
+        self,
+        plan: Plan,
+        environ: Environ,
+        start_response: StartResponse,
+        counted: bool,
+        method: str,
     ) -> None:
         self.start = perf_counter()
         self.plan = plan
         self.environ = environ
         self.server_start_response = start_response
-        #: False for an excluded path: it only gets its correlation ID, nothing is recorded.
+        #: False for an excluded path or method: it only gets its correlation ID, nothing
+        #: is recorded.
         self.counted = counted
-        self.method = method = method_label(environ.get("REQUEST_METHOD"))
+        self.method = method
         self.scheme = _scheme(environ) if plan.wants_scheme else "http"
-        self.in_flight = counted and plan.recorder.start(method, self.scheme)
+        self.in_flight = counted and plan.recorder.start(
+            method, self.scheme, RouteProbe(self) if plan.routed else None
+        )
         #: The declared request body size, or, without one, the counting wsgi.input the
         #: app was given; None when request_size is off.
         self.request_size: int | CountingInput | None = (
@@ -111,6 +130,11 @@ class Exchange:
         #: reset when the server closes the response.
         self.id_header: tuple[str, str] | None = None
         self.token: Token[str | None] | None = None
+        #: With request-derived labels: the request's set_label values, the token to
+        #: forget them with, and the values recorded (for a late exception).
+        self.assigned: dict[str, object] | None = None
+        self.assignments: Token[dict[str, object] | None] | None = None
+        self.label_values: tuple[str, ...] = ()
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
@@ -153,11 +177,28 @@ class Exchange:
         )
 
     def release(self) -> None:
-        """Reset the correlation ID: the request is over (the server closed its body)."""
+        """Reset the correlation ID and forget the set_label values: the request is over
+        (the server closed its body)."""
         token = self.token
         if token is not None:
             self.token = None
             reset_correlation_id(token)
+        assignments = self.assignments
+        if assignments is not None:
+            self.assignments = None
+            close_assignments(assignments)
+
+    def hold_assignments(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        """For a response handed to Werkzeug's test client, which reads it when the test
+        asks (interleaved with other requests) and may never close it: the request's
+        set_label values stop being current now, and are current again only while its
+        body is read (see :class:`HeldBody`)."""
+        assigned, token = self.assigned, self.assignments
+        if assigned is None or token is None:
+            return result
+        self.assignments = None
+        close_assignments(token)
+        return HeldBody(result, assigned)
 
     def answer_error(
         self, start_response: StartResponse, exc: Exception
@@ -232,7 +273,7 @@ class Exchange:
             raise
         finally:
             self.finish(None, False, True)
-            if self.token is not None:
+            if self.token is not None or self.assignments is not None:
                 self.release()
 
     def handed_end(self) -> float | None:
@@ -259,8 +300,10 @@ class Exchange:
     ) -> None:
         """Record the request once (later calls only count a late exception)."""
         if self.done:
-            if exc is not None:
-                self.plan.recorder.exception(self.method, self.route or "", exc)
+            if exc is not None and self.counted:
+                self.plan.recorder.exception(
+                    self.method, self.route or "", exc, self.label_values
+                )
             return
         self.done = True
         if not self.counted:
@@ -295,10 +338,42 @@ class Exchange:
                 else 500
             )
         # Positional: this is per request, and keyword arguments cost more.
+        labels = plan.labels
+        if labels is None or not plan.recorder.records(route):
+            plan.recorder.finish(
+                self.method, route, status, duration, self.in_flight, exc, self.ttfb,
+                request_size, self.response_size, self.span_ids, self.scheme,
+            )
+            return
+        self.label_values = values = labels.values(
+            self.environ, self.headers, self.method, route, status, self.assigned
+        )
         plan.recorder.finish(
             self.method, route, status, duration, self.in_flight, exc, self.ttfb,
-            request_size, self.response_size, self.span_ids, self.scheme,
+            request_size, self.response_size, self.span_ids, self.scheme, values,
         )
+
+
+class RouteProbe:
+    """What the in-flight gauge by route sees of a request (``in_flight_by_route``): its
+    method and its route so far. Not the exchange itself, so that an exchange nothing
+    closes can still be collected (and recorded by its ``__del__``)."""
+
+    __slots__ = ("exchange", "method")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.method = exchange.method
+        self.exchange = weakref.ref(exchange)
+
+    def in_flight_route(self) -> str | None:
+        """The route found at ``start_response``, else the framework's answer so far."""
+        exchange = self.exchange()
+        if exchange is None:
+            return None
+        if exchange.route is not None:
+            return exchange.route
+        resolver = exchange.plan.resolver
+        return None if resolver is None else resolver(exchange.environ)
 
 
 class SizedExchange(Exchange):
@@ -340,6 +415,40 @@ class SizedMeasuringExchange(MeasuringExchange):
 
     def __len__(self) -> int:
         return len(self.iterable)  # type: ignore[arg-type]
+
+
+class HeldBody:
+    """The app's iterable of a response held by Werkzeug's test client: each chunk is
+    taken with the request's set_label values current, so a streamed body's set_label
+    reaches its own request and nothing in between does. ``close()`` is the app's."""
+
+    __slots__ = ("_assigned", "_inner")
+
+    def __init__(self, inner: Iterable[bytes], assigned: dict[str, object]) -> None:
+        self._inner = inner
+        self._assigned = assigned
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            token = enter_assignments(self._assigned)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                close_assignments(token)
+            yield chunk
+
+    def __len__(self) -> int:
+        # Asked only when the app's iterable has len() (the Sized exchanges).
+        return len(self._inner)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close the app's iterable."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
 
 
 class ErrorBody:

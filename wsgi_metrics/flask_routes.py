@@ -15,6 +15,8 @@ from typing import Any
 from flask import Flask, got_request_exception
 from flask import request as current_request
 
+from asgi_metrics.core.labels import UNTRACKED_ROUTE
+from asgi_metrics.core.tracking import untracked
 from wsgi_metrics.types import EXCEPTION_KEY, Environ
 
 #: Where the signal handler leaves the route of a request whose exception propagated.
@@ -34,6 +36,9 @@ class FlaskRoutes:
 
     def __init__(self, app: Flask) -> None:
         self.app = app
+        # id(rule) -> (rule, what to answer for it): each rule is looked at once, when it
+        # is first matched (its view's do_not_track mark included).
+        self._rules: dict[int, tuple[object, str]] = {}
         # Blinker holds receivers weakly: the bound method lives as long as this object,
         # which the middleware keeps.
         got_request_exception.connect(self._on_exception, app)
@@ -42,9 +47,21 @@ class FlaskRoutes:
         request = environ.get("werkzeug.request")
         if request is not None:
             rule = getattr(request, "url_rule", None)
-            return None if rule is None else str(rule.rule)
+            return None if rule is None else self._route(rule)
         route = environ.get(ROUTE_KEY)
         return route if isinstance(route, str) else None
+
+    def _route(self, rule: Any) -> str:
+        """The template of ``rule``, or the untracked route when its view is marked."""
+        known = self._rules.get(id(rule))
+        if known is not None and known[0] is rule:
+            return known[1]
+        view = self.app.view_functions.get(rule.endpoint)
+        route = UNTRACKED_ROUTE if untracked(view) else str(rule.rule)
+        if len(self._rules) > 10_000:  # rules come and go only in test suites
+            self._rules.clear()
+        self._rules[id(rule)] = (rule, route)
+        return route
 
     def _on_exception(self, sender: Flask, exception: BaseException, **extra: Any) -> None:
         del sender, extra
@@ -52,7 +69,7 @@ class FlaskRoutes:
         environ[EXCEPTION_KEY] = exception
         rule = current_request.url_rule
         if rule is not None:
-            environ[ROUTE_KEY] = str(rule.rule)
+            environ[ROUTE_KEY] = self._route(rule)
 
 
 def resolver_for(app: object) -> FlaskRoutes | None:

@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
+from asgi_metrics.core.labels import method_labels
+from asgi_metrics.core.request_labels import open_assignments
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id
@@ -50,6 +52,7 @@ from wsgi_metrics.exchange import (
     SizedMeasuringExchange,
 )
 from wsgi_metrics.held_responses import HandedResponses, from_test_client
+from wsgi_metrics.labels import WsgiHeaders
 from wsgi_metrics.types import (
     EXCEPTION_KEY,
     Environ,
@@ -121,11 +124,16 @@ class MetricsMiddleware:
             )
         self.app = app
         self.settings = settings
+        if not settings.enabled:
+            # A pass-through: nothing is built or registered.
+            self.__class__ = _Disabled
+            return
         parts = build(settings)
         self.recorder = parts.recorder
         self.exposition = parts.exposition
         self._metrics_path = settings.metrics_path
         self._counts = path_filter(settings)
+        self._methods = method_labels(settings.exclude_methods)
         # Kept even when the user's resolver wins: Flask's also reports the exceptions
         # Flask turns into 500s, and it lives only as long as this reference.
         self._framework = _framework_resolver(app) if framework is None else framework
@@ -136,6 +144,7 @@ class MetricsMiddleware:
             parts.exemplars,
             span_attribute=self._correlation is not None and OTEL_AVAILABLE,
             id_name=settings.correlation_header.lower(),
+            labels=parts.request_labels(WsgiHeaders()),
         )
         # The body classes (without, with len()): the measuring one only when time to
         # first byte or response size is on, so otherwise no chunk costs anything.
@@ -181,14 +190,16 @@ class MetricsMiddleware:
         # What goes back to the server: the exchange around the app's iterable, or the
         # server's own file wrapper with its close() observed.
         wrapper = environ.get("wsgi.file_wrapper")
+        body: Iterable[bytes] = result
         if wrapper is None:
             if from_test_client(environ, start_response):
                 self._handed.add(exchange)
+                body = exchange.hold_assignments(result)
         elif isinstance(wrapper, type) and isinstance(result, wrapper):
             passed = exchange.pass_file(result)
             if passed is not None:
                 return passed  # type: ignore[no-any-return]
-        exchange.iterable = result
+        exchange.iterable = body
         if hasattr(result, "__len__"):
             # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
             # it stays visible. Same layout, so switching the class is safe and cheaper
@@ -202,12 +213,22 @@ class MetricsMiddleware:
     ) -> Exchange | None:
         """The request's exchange, its correlation ID set; ``None`` when it is neither
         counted nor given an ID, or when reading it failed (served as without us)."""
-        counted = self._counts(path)
         correlation = self._correlation
-        if not counted and correlation is None:
-            return None
         try:
-            exchange = self._bodies[0](self._plan, environ, start_response, counted)
+            method = self._methods(environ.get("REQUEST_METHOD"))
+            counted = method is not None and self._counts(path)
+            if not counted and self._plan.labels is not None:
+                # Its set_label calls go to a dict nobody reads, not to the assignments
+                # still current from an earlier request whose response nothing closed
+                # (Werkzeug's test client), which would be recorded with them.
+                open_assignments()
+            if not counted and correlation is None:
+                return None
+            exchange = self._bodies[0](
+                self._plan, environ, start_response, counted, method or ""
+            )
+            if counted and self._plan.labels is not None:
+                exchange.assigned, exchange.assignments = open_assignments()
         except Exception as exc:
             self.recorder.failures.report("reading the request", exc)
             return None
@@ -222,6 +243,13 @@ class MetricsMiddleware:
                 # Fail open: served without a correlation ID rather than not at all.
                 self.recorder.failures.report("reading the request", exc)
         return exchange
+
+class _Disabled(MetricsMiddleware):
+    """``enabled=False``: the app, untouched."""
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        return self.app(environ, start_response)
+
 
 def _framework_resolver(app: object) -> RouteResolver | None:
     """Flask's route lookup when ``app`` is a Flask app's ``wsgi_app`` (or the app),

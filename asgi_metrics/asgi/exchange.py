@@ -20,6 +20,7 @@ from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, UNMATCHED_ROUTE
 from asgi_metrics.core.recorder import Recorder
+from asgi_metrics.core.request_labels import RequestLabels, fresh_assignments
 from asgi_metrics.core.rules import route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
@@ -33,7 +34,7 @@ class Plan:
     """What one middleware does per request, decided once when it is built."""
 
     __slots__ = (
-        "exchange", "exemplars", "failures", "lookup", "recorder", "request_size",
+        "exchange", "exemplars", "failures", "labels", "lookup", "recorder", "request_size",
         "span_attribute", "span_reads",
     )
 
@@ -43,8 +44,11 @@ class Plan:
         lookup: RouteLookup,
         exemplars: bool,
         span_attribute: bool,
+        labels: RequestLabels | None = None,
     ) -> None:
         self.recorder = recorder
+        #: The request-derived labels, or ``None`` when none are declared.
+        self.labels = labels
         self.failures: FailureLog = recorder.failures
         self.lookup = lookup
         self.exemplars = exemplars
@@ -65,10 +69,16 @@ class Exchange:
     #: Whether the request is counted (in flight now, recorded at the end).
     counted = True
 
+    #: Set only when labels are declared: the request's set_label values, and the label
+    #: values it was recorded with (for a late exception).
+    assigned: dict[str, object] | None
+    label_values: tuple[str, ...]
+
     __slots__ = (
-        "_receive", "_send", "cid", "disconnected", "done", "id_header", "in_flight",
-        "method", "plan", "request_size", "response_size", "root_path", "route", "scheme",
-        "scope", "start", "status", "token", "trailers", "ttfb",
+        "_receive", "_send", "assigned", "cid", "disconnected", "done", "head", "id_header",
+        "in_flight", "label_values", "method", "plan", "request_size", "response_size",
+        "root_path", "route", "scheme", "scope", "start", "status", "token", "trailers",
+        "ttfb",
     )
 
     def __init__(
@@ -88,9 +98,9 @@ class Exchange:
         self._send = send
         self.method = method
         self.scheme: str = scope.get("scheme") or "http"
-        self.in_flight = self.counted and plan.recorder.start(method, self.scheme)
         # root_path as it arrived: Starlette's Mounts extend it while routing.
         self.root_path: str = scope.get("root_path", "")
+        self.in_flight = self.counted and plan.recorder.start(method, self.scheme, self)
         self.status = 0  # 0 until the response starts
         self.done = False
         self.disconnected = False
@@ -103,6 +113,16 @@ class Exchange:
         self.cid = cid
         self.id_header: Header | None = None
         self.token = token
+        #: The response start the app sent (read by response-header labels).
+        self.head: Message | None = None
+        if plan.labels is not None:
+            # A new dict for set_label, current in the request's context from here on
+            # (the app runs in it). Not reset afterwards: every ASGI request runs in a
+            # task, and so a context, of its own, and a later request in the same context
+            # (a test client's) gets a new dict here; a reset would cost a frame around
+            # every request.
+            self.assigned = fresh_assignments()
+            self.label_values = ()
 
     async def receive(self) -> Message:
         """The ``receive`` the app gets: notes a disconnect."""
@@ -120,6 +140,7 @@ class Exchange:
             if not message.get("more_body") and not self.trailers and not self.done:
                 return self._send_last(message)
         elif kind == "http.response.start":
+            self.head = message
             # A response started after the client went away reaches nobody (often
             # Starlette's 500 for ClientDisconnect): the client closed the request.
             self.status = (
@@ -185,14 +206,31 @@ class Exchange:
             # An exception the app (or its framework) turned into a response itself.
             reported = self.scope.get(EXCEPTION_KEY)
             exc = reported if isinstance(reported, BaseException) else None
+        labels = plan.labels
+        if labels is None or not plan.recorder.records(route):
+            # No labels, or a request that is not recorded (do_not_track, unmatched with
+            # count_unmatched=False): no label is read, none takes a value's place.
+            plan.recorder.finish(
+                self.method, route, status, end - self.start, self.in_flight, exc,
+                self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
+            )
+            return
+        self.label_values = values = labels.values(
+            self.scope, self.head, self.method, route, status, self.assigned
+        )
         plan.recorder.finish(
             self.method, route, status, end - self.start, self.in_flight, exc,
-            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
+            self.ttfb, self.request_size, self.response_size, exemplar, self.scheme, values,
         )
 
     def late_exception(self, exc: BaseException) -> None:
         """An exception after the request was recorded (a failing stream's last part)."""
-        self.plan.recorder.exception(self.method, self.route, exc)
+        values = self.label_values if self.plan.labels is not None else ()
+        self.plan.recorder.exception(self.method, self.route, exc, values)
+
+    def in_flight_route(self) -> str | None:
+        """The route the framework's router chose so far (``in_flight_by_route``)."""
+        return self.plan.lookup(self.scope, self.root_path)
 
     def release(self) -> None:
         """Reset the correlation ID: the request is over."""

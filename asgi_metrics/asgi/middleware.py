@@ -20,8 +20,9 @@ from asgi_metrics.asgi.correlation import answer_error
 from asgi_metrics.asgi.endpoint import MetricsEndpoint
 from asgi_metrics.asgi.exchange import Exchange, Plan, UncountedExchange
 from asgi_metrics.asgi.headers import request_header
+from asgi_metrics.asgi.labels import AsgiHeaders
 from asgi_metrics.asgi.types import ASGIApp, Receive, Scope, Send
-from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_label
+from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS, method_labels
 from asgi_metrics.core.rules import path_filter
 from asgi_metrics.core.settings import ConfigurationError, Settings
 from asgi_metrics.correlation.context import current_correlation_id, reset_correlation_id
@@ -51,9 +52,13 @@ class MetricsMiddleware:
     def __init__(
         self, app: ASGIApp, *, route_resolver: RouteResolver | None = None, **options: Any
     ) -> None:
-        lookup = _route_lookup(app, route_resolver)  # checked before anything is registered
         self.app = app
         self.settings = settings = Settings.build(options)
+        if not settings.enabled:
+            # A pass-through: nothing is built or registered, no framework is hooked.
+            self.__class__ = _Disabled
+            return
+        lookup = _route_lookup(app, route_resolver)  # checked before anything is registered
         parts = build(settings)
         self.recorder = parts.recorder
         self.exposition = parts.exposition
@@ -61,10 +66,13 @@ class MetricsMiddleware:
         self.metrics_app = MetricsEndpoint(self.exposition)
         self._metrics_path = settings.metrics_path
         self._counts = path_filter(settings)
+        self._methods = method_labels(settings.exclude_methods)
         self._correlation = CorrelationIds(settings) if settings.correlation_id else None
+        labels = parts.request_labels(AsgiHeaders())
         self._plan = Plan(
             self.recorder, lookup, parts.exemplars,
             span_attribute=self._correlation is not None and OTEL_AVAILABLE,
+            labels=labels,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,12 +88,10 @@ class MetricsMiddleware:
         if self._correlation is None:
             # Without correlation IDs only counted requests get an exchange.
             try:
+                method = self._methods(scope.get("method"))
                 exchange = (
-                    self._plan.exchange(
-                        self._plan, scope, receive, send, method_label(scope.get("method")),
-                        None, None,
-                    )
-                    if self._counts(path) else None
+                    self._plan.exchange(self._plan, scope, receive, send, method, None, None)
+                    if self._counts(path) and method is not None else None
                 )
             except Exception as exc:
                 self._unread(exc, None)
@@ -125,8 +131,8 @@ class MetricsMiddleware:
             header = (correlation.header_bytes, cid.encode("ascii"))
             token = current_correlation_id.set(cid)
             exchange: Exchange
-            if self._counts(path):
-                method = method_label(scope.get("method"))
+            method = self._methods(scope.get("method"))
+            if self._counts(path) and method is not None:
                 exchange = self._plan.exchange(self._plan, scope, receive, send, method, cid, token)
             else:
                 exchange = UncountedExchange(self._plan, scope, receive, send, "", cid, token)
@@ -141,6 +147,13 @@ class MetricsMiddleware:
         and the failure is logged."""
         self.recorder.failures.report("reading the request", exc)
         reset_correlation_id(token)
+
+
+class _Disabled(MetricsMiddleware):
+    """``enabled=False``: the app, untouched."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def _failed(exchange: Exchange, scope: Scope, send: Send, exc: BaseException) -> None:

@@ -18,12 +18,15 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from asgi_metrics.core.request_labels import MAX_VALUE_LENGTH, Source
+
 NAMING_PRESETS = ("default", "otel")
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # RFC 9110 token: what a header field name may be.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STANDARD_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -133,6 +136,62 @@ def const_labels(value: Any) -> dict[str, str]:
             )
         labels[key] = label_value
     return labels
+
+
+def labels(value: Any) -> dict[str, Source]:
+    """``{name: source}``: a source is ``from_header(...)``, ``from_response_header(...)``
+    or a callable taking the request view."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"expected a mapping of label names to sources (from_header(...), a callable),"
+            f" got {value!r}"
+        )
+    sources: dict[str, Source] = {}
+    for name, source in value.items():
+        if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ConfigurationError(
+                f"{name!r} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting"
+                " with '__')"
+            )
+        sources[name] = _source(name, source)
+    return sources
+
+
+def _source(name: str, source: Any) -> Source:
+    if not isinstance(source, Source):
+        if not callable(source):
+            raise ConfigurationError(
+                f"label {name!r}: expected from_header(...), from_response_header(...) or a"
+                f" callable taking the request view, got {source!r}"
+            )
+        return Source("callable", function=source)
+    if source.kind != "callable" and not _HEADER_NAME.fullmatch(source.header or ""):
+        raise ConfigurationError(
+            f"label {name!r}: {source.header!r} is not an HTTP header name"
+        )
+    for text in (source.default, *(source.allowed or ())):
+        if not isinstance(text, str) or len(text) > MAX_VALUE_LENGTH or text.startswith("/"):
+            raise ConfigurationError(
+                f"label {name!r}: values must be strings of at most {MAX_VALUE_LENGTH}"
+                f" characters, not starting with '/', got {text!r}"
+            )
+    return source
+
+
+def methods(value: Any) -> frozenset[str]:
+    """HTTP method tokens, as sent (methods are case-sensitive)."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"expected a list of HTTP methods, got {value!r}")
+    found = set()
+    for method in value:
+        if not isinstance(method, str) or not _HEADER_NAME.fullmatch(method):
+            raise ConfigurationError(f"{method!r} is not an HTTP method")
+        if method != method.upper() and method.upper() in _STANDARD_METHODS:
+            raise ConfigurationError(
+                f"methods are case-sensitive: {method!r} is not {method.upper()!r}"
+            )
+        found.add(method)
+    return frozenset(found)
 
 
 def positive_int(value: Any) -> int:

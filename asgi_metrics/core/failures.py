@@ -17,12 +17,14 @@ class FailureLog:
         self.interval = interval
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
+        self._counts: dict[str, int] = {}  # kind -> failures, logged or not
 
     def report(self, kind: str, exc: BaseException) -> None:
         """Record that ``kind`` (e.g. "recording", "route lookup") failed with ``exc``."""
         try:
             now = time.monotonic()
             with self._lock:
+                self._counts[kind] = self._counts.get(kind, 0) + 1
                 last = self._state.get(kind)
                 if last is not None and now - last[0] < self.interval:
                     self._state[kind] = (last[0], last[1] + 1)
@@ -42,3 +44,8 @@ class FailureLog:
                 )
         except Exception:  # logging itself is broken: nothing more we can do
             pass
+
+    def counts(self) -> dict[str, int]:
+        """How many failures of each kind were reported (logged or summarised)."""
+        with self._lock:
+            return dict(self._counts)

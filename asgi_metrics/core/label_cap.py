@@ -34,14 +34,13 @@ class LabelSetCap:
         self._on_overflow = on_overflow
         self._lock = threading.Lock()
         self._admitted: dict[str, set[Key]] = {name: set() for name in CAPPED_TABLES}
-        self._overflowed: set[str] = set()
 
     def admit(self, table: str, key: Key) -> Key:
         """The key to record under: ``key`` itself, or :data:`OVERFLOW_KEY` past the cap.
 
         The last slot of the cap is kept for the overflow key, so a table never exceeds
-        ``max_label_sets``. ``on_overflow(table)`` is called the first time a table
-        overflows.
+        ``max_label_sets``. ``on_overflow(table)`` is called for every key refused (the
+        slow path: a refused key is never added to a shard, so it comes back here).
         """
         with self._lock:
             admitted = self._admitted[table]
@@ -50,12 +49,12 @@ class LabelSetCap:
             if len(admitted) < self.max_label_sets - 1:
                 admitted.add(key)
                 return key
-            admitted.add(OVERFLOW_KEY)
-            first = table not in self._overflowed
-            self._overflowed.add(table)
-        if first and self._on_overflow is not None:
+            # Request-derived labels make keys longer: every label of it is the overflow.
+            overflow = OVERFLOW_KEY if len(key) == 3 else (OVERFLOW,) * len(key)
+            admitted.add(overflow)
+        if self._on_overflow is not None:
             self._on_overflow(table)
-        return OVERFLOW_KEY
+        return overflow
 
     def count(self, table: str) -> int:
         """How many distinct keys ``table`` holds (tests, diagnostics)."""
@@ -63,9 +62,15 @@ class LabelSetCap:
             return len(self._admitted[table])
 
 
-def overflow_warning(names: MetricNames, max_label_sets: int) -> Callable[[str], None]:
+def overflow_warning(
+    names: MetricNames,
+    max_label_sets: int,
+    count: Callable[[str], None] | None = None,
+) -> Callable[[str], None]:
     """The ``on_overflow`` callback of a store: one warning naming the families of a
-    table, the first time the cap refuses one of its label sets."""
+    table, the first time the cap refuses one of its label sets, and ``count(family)``
+    for every refusal (the self-observation counter)."""
+    warned: set[str] = set()
     tables: dict[str, list[Family | None]] = {
         "requests": [names.requests, names.duration],
         "exceptions": [names.exceptions],
@@ -75,9 +80,13 @@ def overflow_warning(names: MetricNames, max_label_sets: int) -> Callable[[str],
     }
 
     def warn(table: str) -> None:
-        shown = ", ".join(
-            family.name for family in tables.get(table, []) if family is not None
-        ) or table
+        families = [family.name for family in tables.get(table, []) if family is not None]
+        if count is not None:
+            count(families[0] if families else table)
+        if table in warned:
+            return
+        warned.add(table)  # racy: at worst a second warning
+        shown = ", ".join(families) or table
         # A broken logging set-up must not break a request.
         with contextlib.suppress(Exception):
             logger.warning(

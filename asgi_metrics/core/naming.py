@@ -35,6 +35,41 @@ class Family:
 
 
 @dataclass(frozen=True)
+class SelfFamilies:
+    """The library's families about itself (see :mod:`asgi_metrics.core.self_metrics`)."""
+
+    folded: Family
+    overflowed: Family
+    failures: Family
+    scrapes: Family
+    render: Family
+
+    def all(self) -> list[Family]:
+        return [self.folded, self.overflowed, self.failures, self.scrapes, self.render]
+
+
+def self_families(prefix: str, naming: str = "default") -> SelfFamilies:
+    """The self-observation families: ``<namespace>_http_metrics_*``, and
+    ``<namespace>_http_server_metrics_*`` in the otel preset (so that stores of the two
+    presets, whose other names differ, also stay side by side in one registry)."""
+    base = f"{prefix}http_server_metrics" if naming == "otel" else f"{prefix}http_metrics"
+    return SelfFamilies(
+        folded=Family(f"{base}_label_values_folded", "counter",
+                      "Request-derived label values recorded as __other__.", ("label",)),
+        overflowed=Family(f"{base}_label_sets_overflowed", "counter",
+                          "Label sets counted in a family's __overflow__ series"
+                          " (max_label_sets reached).", ("family",)),
+        failures=Family(f"{base}_recording_failures", "counter",
+                        "Failures of the metrics code itself (the requests were served).",
+                        ("stage",)),
+        scrapes=Family(f"{base}_scrapes", "counter",
+                       "Scrapes of the metrics endpoint, by result.", ("result",)),
+        render=Family(f"{base}_scrape_render_seconds", "histogram",
+                      "Time spent rendering the metrics endpoint's answer.", ()),
+    )
+
+
+@dataclass(frozen=True)
 class MetricNames:
     """The families a store exposes. ``requests`` is ``None`` where the preset has no
     separate request counter (OpenTelemetry counts requests with the histogram's
@@ -47,6 +82,8 @@ class MetricNames:
     request_size: Family | None
     response_size: Family | None
     time_to_first_byte: Family | None
+    #: The library's families about itself (not in :meth:`all`: they are not the store's).
+    own: SelfFamilies | None = None
 
     def all(self) -> list[Family]:
         return [
@@ -117,11 +154,20 @@ def metric_names(settings: Settings) -> MetricNames:
     """Build the families for ``settings`` (preset, namespace, optional histograms)."""
     prefix = f"{settings.namespace}_" if settings.namespace else ""
 
+    preset = _PRESETS[settings.naming]
+    request_labels = tuple(settings.labels)
+    route_label = _route_label(preset)
+
     def family(key: str) -> Family | None:
-        spec = _PRESETS[settings.naming][key]
+        spec = preset[key]
         if spec is None or (key in _OPTIONAL and not getattr(settings, key)):
             return None
         name, kind, help_text, labels = spec
+        if key == "in_flight":
+            if settings.in_flight_by_route:
+                labels = (*labels, route_label)
+        else:
+            labels = (*labels, *request_labels)
         return Family(f"{prefix}{name}", kind, help_text, labels)
 
     def required(key: str) -> Family:
@@ -137,11 +183,30 @@ def metric_names(settings: Settings) -> MetricNames:
         request_size=family("request_size"),
         response_size=family("response_size"),
         time_to_first_byte=family("time_to_first_byte"),
+        own=self_families(prefix, settings.naming),
     )
-    used = {label for each in names.all() for label in each.labels} | {"le"}
+    ours = _our_labels(preset)
+    clash = sorted(ours & set(request_labels))
+    if clash:
+        raise ConfigurationError(
+            f"setting 'labels': {', '.join(clash)} is already a label of these metrics"
+        )
+    used = ours | set(request_labels)
     clash = sorted(used & set(settings.const_labels))
     if clash:
         raise ConfigurationError(
             f"setting 'const_labels': {', '.join(clash)} is already a label of these metrics"
         )
     return names
+
+
+def _route_label(preset: dict[str, _Spec | None]) -> str:
+    spec = preset["duration"]
+    assert spec is not None
+    return spec[3][1]  # (method, route, status): the route label of the preset
+
+
+def _our_labels(preset: dict[str, _Spec | None]) -> set[str]:
+    """Every label name a preset's families use, with the names Prometheus reserves."""
+    labels = {label for spec in preset.values() if spec is not None for label in spec[3]}
+    return labels | {"le", "quantile"}

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from asgi_metrics.core.failures import FailureLog
-from asgi_metrics.core.labels import OTHER_STATUS, Key, status_labels
+from asgi_metrics.core.in_flight import InFlightRequest, InFlightRequests
+from asgi_metrics.core.labels import (
+    OTHER_STATUS,
+    UNMATCHED_ROUTE,
+    UNTRACKED_ROUTE,
+    Key,
+    status_labels,
+)
 from asgi_metrics.core.naming import MetricNames
 from asgi_metrics.core.settings import Settings
 
@@ -28,6 +35,8 @@ class Store(Protocol):
     """What the recorder needs of a store (single-process or multiprocess)."""
 
     def start(self, method: str) -> None: ...
+
+    def end(self, method: str) -> None: ...
 
     def observe(
         self, key: Key, duration: float, ended: str | None = None,
@@ -58,14 +67,21 @@ class Recorder:
 
     Every method is fail-open: a failure is logged (rate-limited) and swallowed, so
     recording can never break a request.
+
+    A request whose route is :data:`~asgi_metrics.core.labels.UNTRACKED_ROUTE`
+    (``do_not_track``), or ``__unmatched__`` with ``count_unmatched=False``, only leaves
+    the in-flight gauge.
     """
 
-    #: ``start(method, scheme) -> bool``: a request arrived; returns whether it was
-    #: counted in flight (pass that on to ``finish``, so the gauge only goes down for
-    #: what went up).
-    start: Callable[[str, str], bool]
+    #: ``start(method, scheme, request) -> in_flight``: a request arrived; returns what to
+    #: pass on to ``finish`` as ``in_flight`` (falsy when it was not counted in flight, so
+    #: the gauge only goes down for what went up). ``request`` is the adapter's
+    #: :class:`~asgi_metrics.core.in_flight.InFlightRequest` (used with
+    #: ``in_flight_by_route``).
+    start: Callable[..., object]
     #: ``finish(method, route, status, duration, in_flight, exc, ttfb, request_size,
-    #: response_size, exemplar, scheme)``: the response is complete (or never will be).
+    #: response_size, exemplar, scheme, labels)``: the response is complete (or never will
+    #: be). ``labels``: the request-derived label values, in declaration order.
     finish: Callable[..., None]
 
     def __init__(
@@ -75,6 +91,7 @@ class Recorder:
         store: Store,
         bridge: Bridge | None = None,
         failures: FailureLog | None = None,
+        in_flight: InFlightRequests | None = None,
     ) -> None:
         self.settings = settings
         self.names = names
@@ -82,16 +99,25 @@ class Recorder:
         #: The OpenTelemetry metrics bridge, when configured.
         self.otel = bridge
         self.failures = FailureLog() if failures is None else failures
+        #: The requests in flight by identity, with ``in_flight_by_route``.
+        self.in_flight = in_flight
         self._status_labels = status_labels(settings.group_status)
         self.wants_ttfb = settings.time_to_first_byte
         self.wants_request_size = settings.request_size
         self.wants_response_size = settings.response_size
         self._extras = self.wants_ttfb or self.wants_request_size or self.wants_response_size
-        self.start = self._start_bridged if bridge is not None else self._start
-        plain = bridge is None and not self._extras
+        self._count_unmatched = settings.count_unmatched
+        if in_flight is not None:
+            self.start = self._start_routed
+        else:
+            self.start = self._start_bridged if bridge is not None else self._start
+        plain = (
+            bridge is None and not self._extras and in_flight is None
+            and settings.count_unmatched and not settings.labels
+        )
         self.finish = self._finish_plain if plain else self._finish
 
-    def _start(self, method: str, scheme: str = "http") -> bool:
+    def _start(self, method: str, scheme: str = "http", request: object = None) -> bool:
         try:
             self.store.start(method)
             return True
@@ -99,12 +125,28 @@ class Recorder:
             self.failures.report("recording a request start", exc)
             return False
 
-    def _start_bridged(self, method: str, scheme: str = "http") -> bool:
+    def _start_bridged(self, method: str, scheme: str = "http", request: object = None) -> bool:
         try:
             self.otel.start(method, scheme)  # type: ignore[union-attr]
         except Exception as exc:
             self.failures.report("recording a request start (OpenTelemetry)", exc)
         return self._start(method, scheme)
+
+    def _start_routed(
+        self, method: str, scheme: str = "http", request: InFlightRequest | None = None
+    ) -> object:
+        if self.otel is not None:
+            try:
+                self.otel.start(method, scheme)
+            except Exception as exc:
+                self.failures.report("recording a request start (OpenTelemetry)", exc)
+        try:
+            assert request is not None, "in_flight_by_route needs the request"
+            self.in_flight.enter(request)  # type: ignore[union-attr]
+            return request
+        except Exception as exc:
+            self.failures.report("recording a request start", exc)
+            return None
 
     def _finish_plain(
         self,
@@ -112,16 +154,21 @@ class Recorder:
         route: str,
         status: int,
         duration: float,
-        in_flight: bool,
+        in_flight: object,
         exc: BaseException | None = None,
         ttfb: float | None = None,
         request_size: int | None = None,
         response_size: int | None = None,
         exemplar: SpanIds | None = None,
         scheme: str = "http",
+        labels: tuple[str, ...] = (),
     ) -> None:
-        # No optional histogram, no bridge: the store alone.
+        # No option that changes what is recorded: the store alone.
         try:
+            if route is UNTRACKED_ROUTE:
+                if in_flight:
+                    self.store.end(method)
+                return
             key = (method, route, self._status_labels.get(status, OTHER_STATUS))
             self.store.observe(key, duration, method if in_flight else None, exemplar)
             if exc is not None:
@@ -135,20 +182,30 @@ class Recorder:
         route: str,
         status: int,
         duration: float,
-        in_flight: bool,
+        in_flight: object,
         exc: BaseException | None = None,
         ttfb: float | None = None,
         request_size: int | None = None,
         response_size: int | None = None,
         exemplar: SpanIds | None = None,
         scheme: str = "http",
+        labels: tuple[str, ...] = (),
     ) -> None:
-        self._finish_plain(
-            method, route, status, duration, in_flight, exc, None, None, None, exemplar
-        )
+        try:
+            ended = self._leave(method, in_flight)
+            if not self.records(route):
+                if ended is not None:
+                    self.store.end(ended)
+                return
+            key: Key = (method, route, self._status_labels.get(status, OTHER_STATUS), *labels)
+            self.store.observe(key, duration, ended, exemplar)
+            if exc is not None:
+                self.store.count_exception((method, route, type(exc).__qualname__, *labels))
+        except Exception as failure:
+            self.failures.report("recording a request", failure)
+            return
         if self._extras:
             try:
-                key = (method, route, self._status_labels.get(status, OTHER_STATUS))
                 self.store.observe_extra(
                     key,
                     ttfb if self.wants_ttfb else None,
@@ -163,10 +220,32 @@ class Recorder:
             except Exception as failure:
                 self.failures.report("recording a request (OpenTelemetry)", failure)
 
-    def exception(self, method: str, route: str, exc: BaseException) -> None:
+    def records(self, route: str) -> bool:
+        """Whether a request to ``route`` is recorded: not a ``do_not_track`` route, nor
+        ``__unmatched__`` with ``count_unmatched=False``. Adapters read a request's
+        label values only then, so a request never recorded calls no label source and
+        takes none of a label's ``max_label_values`` places."""
+        return route is not UNTRACKED_ROUTE and (
+            self._count_unmatched or route != UNMATCHED_ROUTE
+        )
+
+    def _leave(self, method: str, in_flight: object) -> str | None:
+        """Take the request out of the in-flight requests; the method the store's gauge
+        still has to count down (``None``: nothing, or done here)."""
+        if self.in_flight is None:
+            return method if in_flight else None
+        if in_flight:
+            self.in_flight.leave(in_flight)  # type: ignore[arg-type]
+        return None
+
+    def exception(
+        self, method: str, route: str, exc: BaseException, labels: tuple[str, ...] = ()
+    ) -> None:
         """Count an exception raised after the request was already recorded (a streaming
         body that failed after its last chunk, a background task)."""
+        if not self.records(route):
+            return
         try:
-            self.store.count_exception((method, route, type(exc).__qualname__))
+            self.store.count_exception((method, route, type(exc).__qualname__, *labels))
         except Exception as failure:
             self.failures.report("recording an exception", failure)

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "DEFAULT_MAX_CONCURRENT_SCRAPES",
     "DEFAULT_MAX_LABEL_SETS",
+    "DEFAULT_MAX_LABEL_VALUES",
     "DEFAULT_SIZE_BUCKETS",
     "ENV_PREFIX",
     "ConfigurationError",
@@ -42,6 +43,8 @@ DEFAULT_SIZE_BUCKETS: tuple[float, ...] = (1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
 #: produce, far below what hurts a Prometheus server.
 DEFAULT_MAX_LABEL_SETS = 2000
 DEFAULT_MAX_CONCURRENT_SCRAPES = 4
+#: Default for ``max_label_values``: distinct values one request-derived label keeps.
+DEFAULT_MAX_LABEL_VALUES = 20
 
 ENV_PREFIX = "HTTP_METRICS_"
 
@@ -152,6 +155,24 @@ class Settings:
     meter_provider: Any = _setting(None, checks.meter_provider, None)
     #: Record OpenTelemetry HTTP server metrics through the global meter provider.
     otel_metrics: bool = _setting(False, checks.boolean, checks.env_bool)
+    #: ``False`` turns the middleware into a pass-through: nothing recorded, no
+    #: ``/metrics``, the app's responses unchanged.
+    enabled: bool = _setting(True, checks.boolean, checks.env_bool)
+    #: Labels taken from the request, ``{name: source}``: ``from_header(...)``,
+    #: ``from_response_header(...)`` or a callable given the request view. Always bounded.
+    labels: Mapping[str, Any] = _setting({}, checks.labels, None)
+    #: The most distinct values a request-derived label without ``allowed`` keeps; later
+    #: values are recorded as ``__other__``.
+    max_label_values: int = _setting(
+        DEFAULT_MAX_LABEL_VALUES, checks.positive_int, checks.env_int
+    )
+    #: Methods that are served but not counted (``OPTIONS``, ``HEAD``), as sent.
+    exclude_methods: frozenset[str] = _setting(frozenset(), checks.methods, checks.env_list)
+    #: Label the in-flight gauge by route too (resolved when scraped, from what the
+    #: framework's router decided: a stuck request shows under its route).
+    in_flight_by_route: bool = _setting(False, checks.boolean, checks.env_bool)
+    #: Count requests no route claimed, under ``__unmatched__``; ``False`` drops them.
+    count_unmatched: bool = _setting(True, checks.boolean, checks.env_bool)
     #: Also keep a native (sparse, exponential-bucket) form of every histogram, served in
     #: protobuf scrapes beside the classic buckets (docs/native_histograms.md).
     native_histograms: bool = _setting(False, checks.boolean, checks.env_bool)

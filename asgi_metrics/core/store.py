@@ -218,6 +218,15 @@ class RequestStore:
         except KeyError:
             in_flight[method] = 1
 
+    def end(self, method: str) -> None:
+        """One request of ``method`` fewer in flight, not recorded (``do_not_track``)."""
+        try:
+            in_flight = self._local.shard.in_flight
+        except AttributeError:
+            in_flight = self._shard().in_flight
+        # Started in another thread, maybe: the shards still sum right.
+        in_flight[method] = in_flight.get(method, 0) - 1
+
     def observe(
         self,
         key: Key,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -33,6 +33,7 @@ from prometheus_client.samples import Exemplar as ClientExemplar
 
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.naming import Family, MetricNames, bucket_labels
+from asgi_metrics.core.self_metrics import RENDER_BUCKETS, SelfMetrics
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.core.store import (
     Exemplar,
@@ -42,7 +43,8 @@ from asgi_metrics.core.store import (
     cumulative,
     latest_exemplar,
 )
-from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, StoreRenderer
+from asgi_metrics.exposition.protobuf import ProtobufStoreRenderer, encode_metrics
+from asgi_metrics.exposition.render import COUNTER_EXEMPLAR_VALUE, SelfRenderer, StoreRenderer
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
 
@@ -79,25 +81,56 @@ class StoreCollector(Collector):
     """
 
     def __init__(
-        self, store: Store, names: MetricNames, const_labels: Mapping[str, str]
+        self,
+        store: Store,
+        names: MetricNames,
+        const_labels: Mapping[str, str],
+        in_flight: Callable[[], dict[tuple[str, str], int]] | None = None,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self.store = store
+        self.self_metrics = self_metrics
+        self._self_renderer = (
+            None if self_metrics is None or names.own is None
+            else SelfRenderer(names.own, const_labels)
+        )
+        # With in_flight_by_route: the gauge's values by (method, route), read at scrape.
+        self._in_flight = in_flight
         self.names = names
         self.renderer = StoreRenderer(names, const_labels, store.buckets, store.size_buckets)
+        self.protobuf_renderer = ProtobufStoreRenderer(
+            names, const_labels, store.buckets, store.size_buckets
+        )
         self._const_names = list(const_labels)
         self._const_values = list(const_labels.values())
 
     def render(self, openmetrics: bool) -> str:
         """Render this store with the fast renderer (OpenMetrics without ``# EOF``)."""
-        return self.renderer.render(self.store.snapshot(), openmetrics)
+        text = self.renderer.render(self.snapshot(), openmetrics)
+        if self._self_renderer is not None and self.self_metrics is not None:
+            text += self._self_renderer.render(self.self_metrics, openmetrics)
+        return text
+
+    def snapshot(self) -> Snapshot:
+        """The store's numbers now (with the in-flight gauge by route when it is on)."""
+        snap = self.store.snapshot()
+        if self._in_flight is not None:
+            snap.in_flight = self._in_flight()  # type: ignore[assignment]
+        return snap
+
+    def render_protobuf(self) -> bytes:
+        """Render this store as delimited protobuf ``MetricFamily`` messages, native
+        histogram fields included."""
+        return self.protobuf_renderer.render(self.snapshot()) + encode_metrics(self._own())
 
     def describe(self) -> Iterable[Metric]:
-        return [self._empty(family) for family in self.names.all()]
+        own = self.names.own.all() if self.names.own is not None else []
+        return [self._empty(family) for family in [*self.names.all(), *own]]
 
     def collect(self) -> Iterable[Metric]:
         if getattr(_rendering_others, "active", False):
             return []  # our own endpoint renders this store itself
-        snap = self.store.snapshot()
+        snap = self.snapshot()
         names = self.names
         metrics: list[Metric] = []
         if names.requests is not None:
@@ -117,8 +150,10 @@ class StoreCollector(Collector):
             self._histogram(names.duration, snap.requests, self.store.buckets, snap.exemplars)
         )
         gauge = self._empty(names.in_flight)
-        for method, count in snap.in_flight.items():
-            gauge.add_metric(self._values((method,)), count)
+        # By method, or by (method, route) with in_flight_by_route.
+        in_flight: Mapping[Any, int] = snap.in_flight
+        for key, count in in_flight.items():
+            gauge.add_metric(self._values(key if isinstance(key, tuple) else (key,)), count)
         metrics.append(gauge)
         exceptions = self._empty(names.exceptions)
         for key, count in snap.exceptions.items():
@@ -131,6 +166,23 @@ class StoreCollector(Collector):
         ):
             if family is not None:
                 metrics.append(self._histogram(family, table, bounds))
+        metrics.extend(self._own())
+        return metrics
+
+    def _own(self) -> list[Metric]:
+        """The self-observation families, for readers of the registry."""
+        own, counts = self.names.own, self.self_metrics
+        if own is None or counts is None:
+            return []
+        metrics: list[Metric] = []
+        tables = counts.tables()
+        for key, family in (("folded", own.folded), ("overflowed", own.overflowed),
+                            ("failures", own.failures), ("scrapes", own.scrapes)):
+            counter = self._empty(family)
+            for labels, value in tables[key].items():
+                counter.add_metric(self._values(labels), value)
+            metrics.append(counter)
+        metrics.append(self._histogram(own.render, {(): counts.render_series()}, RENDER_BUCKETS))
         return metrics
 
     def _values(self, key: tuple[str, ...]) -> list[str]:
@@ -179,7 +231,7 @@ def _client_exemplar(exemplar: Exemplar, value: float | None = None) -> ClientEx
 def _reserved_names(names: MetricNames) -> frozenset[str]:
     """Every name ``names`` takes in a registry, suffixed sample names included."""
     reserved: set[str] = set()
-    for family in names.all():
+    for family in [*names.all(), *(names.own.all() if names.own is not None else [])]:
         reserved.add(family.name)
         reserved.update(family.name + suffix for suffix in _TYPE_SUFFIXES.get(family.type, ()))
     return frozenset(reserved)

@@ -44,3 +44,24 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return any(
         media == "gzip" and _q(params) > 0 for media, params in _media_ranges(accept_encoding)
     )
+
+
+def wants_protobuf(accept: str | None) -> bool:
+    """True when the ``Accept`` header asks for the Prometheus protobuf format (delimited
+    ``io.prometheus.client.MetricFamily`` messages) at least as much as for any text
+    format we serve. Prometheus sends it first, weighted highest, when native histograms
+    are on (``--enable-feature=native-histograms``, ``scrape_protocols`` in 3.x)."""
+    if not accept or "protobuf" not in accept:
+        return False
+    wanted = 0.0
+    text = 0.0
+    for media, params in _media_ranges(accept):
+        if media == "application/vnd.google.protobuf":
+            if (
+                params.get("proto") == "io.prometheus.client.MetricFamily"
+                and params.get("encoding") == "delimited"
+            ):
+                wanted = max(wanted, _q(params))
+        elif media in ("application/openmetrics-text", "text/plain"):
+            text = max(text, _q(params))
+    return wanted > 0 and wanted >= text

@@ -9,9 +9,17 @@ faster than ``prometheus_client.generate_latest`` on the same data.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from asgi_metrics.core.labels import Key
-from asgi_metrics.core.naming import Family, MetricNames, bucket_labels, floatToGoString
+from asgi_metrics.core.naming import (
+    Family,
+    MetricNames,
+    SelfFamilies,
+    bucket_labels,
+    floatToGoString,
+)
+from asgi_metrics.core.self_metrics import RENDER_BUCKETS, SelfMetrics
 from asgi_metrics.core.store import Exemplar, ExemplarSlots, Series, Snapshot, latest_exemplar
 from asgi_metrics.otel.spans import format_span_id, format_trace_id
 
@@ -84,8 +92,9 @@ class _FamilyRenderer:
             name = self.family.name
             sep = "," if labels else ""
             prefixes = [f'{name}_bucket{{{labels}{sep}le="{le}"}} ' for le in self.les]
-            prefixes.append(f"{name}_count{{{labels}}} ")
-            prefixes.append(f"{name}_sum{{{labels}}} ")
+            braced = f"{{{labels}}}" if labels else ""
+            prefixes.append(f"{name}_count{braced} ")
+            prefixes.append(f"{name}_sum{braced} ")
             self._prefixes[key] = prefixes
         return prefixes
 
@@ -141,9 +150,11 @@ class _FamilyRenderer:
         for key, value in table.items():
             out.append(f"{self._sample_prefix(key, '_total')}{_number(value)}\n")
 
-    def gauge(self, out: list[str], table: Mapping[str, int]) -> None:
-        for method, value in table.items():
-            out.append(f"{self._sample_prefix((method,), '')}{_number(value)}\n")
+    def gauge(self, out: list[str], table: Mapping[Any, int]) -> None:
+        """In-flight values by method, or by (method, route) with ``in_flight_by_route``."""
+        for key, value in table.items():
+            values = key if isinstance(key, tuple) else (key,)
+            out.append(f"{self._sample_prefix(values, '')}{_number(value)}\n")
 
 
 class StoreRenderer:
@@ -197,4 +208,29 @@ class StoreRenderer:
             if family is not None:
                 header(family)
                 family.histogram(out, table)
+        return "".join(out)
+
+
+class SelfRenderer:
+    """Renders a store's :class:`~asgi_metrics.core.self_metrics.SelfMetrics`."""
+
+    def __init__(self, families: SelfFamilies, const_labels: Mapping[str, str]) -> None:
+        const = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in const_labels.items())
+        self._counters = [
+            (key, _FamilyRenderer(family, const, ()))
+            for key, family in (
+                ("folded", families.folded), ("overflowed", families.overflowed),
+                ("failures", families.failures), ("scrapes", families.scrapes),
+            )
+        ]
+        self._render = _FamilyRenderer(families.render, const, RENDER_BUCKETS)
+
+    def render(self, counts: SelfMetrics, openmetrics: bool) -> str:
+        out: list[str] = []
+        tables = counts.tables()
+        for key, family in self._counters:
+            out.append(family.openmetrics_header if openmetrics else family.text_header)
+            family.counter(out, tables[key])
+        out.append(self._render.openmetrics_header if openmetrics else self._render.text_header)
+        self._render.histogram(out, {(): counts.render_series()})
         return "".join(out)

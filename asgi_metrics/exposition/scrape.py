@@ -10,6 +10,8 @@ import gzip
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -18,10 +20,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from asgi_metrics.compat import MultiProcessCollector, registered_collectors
+from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 from asgi_metrics.exposition.auth import Headers, MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, iter_registered, others_only
-from asgi_metrics.exposition.negotiation import accepts_gzip, wants_openmetrics
+from asgi_metrics.exposition.negotiation import accepts_gzip, wants_openmetrics, wants_protobuf
+from asgi_metrics.exposition.protobuf import PROTOBUF_CONTENT_TYPE, encode_registry
 from asgi_metrics.exposition.render import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
@@ -39,10 +43,12 @@ GZIP_LEVEL = 1
 
 @dataclass(frozen=True)
 class ScrapeRequest:
-    """What an allowed scrape asks for: the format and whether to gzip it."""
+    """What an allowed scrape asks for: the format and whether to gzip it (``protobuf``:
+    the Prometheus protobuf format, whatever ``openmetrics`` says)."""
 
     openmetrics: bool
     gzip: bool
+    protobuf: bool = False
 
 
 class _Flight:
@@ -92,8 +98,11 @@ class Exposition:
         *,
         auth: MetricsAuth | None = None,
         max_concurrent_scrapes: int = DEFAULT_MAX_CONCURRENT_SCRAPES,
+        self_metrics: SelfMetrics | None = None,
     ) -> None:
         self.registry = registry
+        #: Where scrapes and rendering times are counted (``None``: nowhere).
+        self.self_metrics = self_metrics
         self.own = own
         self.auth = MetricsAuth() if auth is None else auth
         self.max_concurrent_scrapes = max_concurrent_scrapes
@@ -112,18 +121,34 @@ class Exposition:
             rest = (generate_openmetrics if openmetrics else generate_text)(self.registry)
         return ours + rest
 
+    def render_protobuf(self) -> bytes:
+        """The exposition body in the Prometheus protobuf format: the same families as
+        :meth:`render`, our histograms with their native fields when they have them."""
+        if self.multiprocess_dir is not None:
+            return encode_registry(self._multiprocess_view())
+        stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
+        ours = b"".join(store.render_protobuf() for store in stores)
+        with others_only():
+            rest = encode_registry(self.registry)
+        return ours + rest
+
     def _render_multiprocess(self, openmetrics: bool) -> bytes:
+        generate = generate_openmetrics if openmetrics else generate_text
+        return generate(self._multiprocess_view())  # generate_latest only calls .collect()
+
+    def _multiprocess_view(self) -> Any:
         """The directory's metrics (every worker's, ours and the app's own multiprocess
         metrics), then the registry's other collectors, minus what would be one worker's
         view of the same thing: families already shown from the directory, prometheus_client's
         process/platform/GC collectors (this worker's CPU and memory, a different worker's at
-        every scrape) and any ``MultiProcessCollector`` registered there."""
+        every scrape) and any ``MultiProcessCollector`` registered there. Something with
+        ``collect()``, read once."""
         path = self.multiprocess_dir
         assert path is not None
         # The directory's metrics include the counters every store announced there (the
         # same in any process, with or without a store of its own); this process' stores
         # are added in case one could not announce its counter. Each is derived once.
-        metrics = collect_directory(path)
+        metrics = collect_directory(path, process_metrics=True)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         add_request_counters(metrics, [
             (store.names.requests.name, store.names.requests.help, store.names.duration.name)
@@ -154,13 +179,15 @@ class Exposition:
                                 seen.add(metric.name)
                                 yield metric
 
-        generate = generate_openmetrics if openmetrics else generate_text
-        return generate(View())  # generate_latest only calls .collect()
+        return View()
 
     def body(self, request: ScrapeRequest) -> bytes:
         """Render (and compress, if asked) one answer's body. No sharing: see
         :meth:`shared_body`."""
-        body = self.render(request.openmetrics)
+        started = perf_counter()
+        body = self.render_protobuf() if request.protobuf else self.render(request.openmetrics)
+        if self.self_metrics is not None:
+            self.self_metrics.observe_render(perf_counter() - started)
         if request.gzip:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
         return body
@@ -177,17 +204,25 @@ class Exposition:
         if method not in ("GET", "HEAD"):
             return _plain(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
         if not self.auth.allows(authorization):
+            self._count("unauthorized")
             return _plain(401, "Unauthorized", self.auth.challenge())
+        if wants_protobuf(accept):
+            return ScrapeRequest(False, accepts_gzip(accept_encoding), protobuf=True)
         return ScrapeRequest(wants_openmetrics(accept), accepts_gzip(accept_encoding))
 
     def admit(self) -> bool:
         """Take one of the ``max_concurrent_scrapes`` slots; False when none is free (answer
         :meth:`busy`). Pair every True with :meth:`release`."""
         with self._lock:
-            if self._active >= self.max_concurrent_scrapes:
-                return False
-            self._active += 1
-            return True
+            admitted = self._active < self.max_concurrent_scrapes
+            if admitted:
+                self._active += 1
+        self._count("answered" if admitted else "rejected")
+        return admitted
+
+    def _count(self, result: str) -> None:
+        if self.self_metrics is not None:
+            self.self_metrics.count_scrape(result)
 
     def release(self) -> None:
         """Give back a slot taken by :meth:`admit`."""
@@ -227,9 +262,12 @@ class Exposition:
     @staticmethod
     def answer(request: ScrapeRequest, body: bytes) -> Answer:
         """Status and headers for a rendered body."""
+        if request.protobuf:
+            content_type = PROTOBUF_CONTENT_TYPE
+        else:
+            content_type = OPENMETRICS_CONTENT_TYPE if request.openmetrics else TEXT_CONTENT_TYPE
         headers = [
-            ("Content-Type",
-             OPENMETRICS_CONTENT_TYPE if request.openmetrics else TEXT_CONTENT_TYPE),
+            ("Content-Type", content_type),
             ("Vary", "Accept, Accept-Encoding"),
             ("Cache-Control", "no-store"),
         ]

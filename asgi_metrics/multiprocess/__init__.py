@@ -4,8 +4,10 @@ showing the sum over all.
 
 Public: :func:`child_exit` (a gunicorn hook), :func:`clean_multiproc_dir` (for server
 start-up), :class:`DirectoryCollector` (the directory as a collector, safe alongside our
-compaction) and :func:`multiproc_dir`; for native histograms,
-:func:`collect_directory_with_native`, :func:`read_native` and :func:`native_tables`.
+compaction) and :func:`multiproc_dir`. A scrape in this mode shows the process metrics of
+every worker and of the server's master (:mod:`asgi_metrics.multiprocess.process_metrics`).
+For native histograms: :func:`collect_directory_with_native`, :func:`read_native` and
+:func:`native_tables`.
 """
 
 from asgi_metrics.multiprocess.directory import (

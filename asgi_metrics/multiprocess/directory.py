@@ -42,7 +42,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -51,6 +51,7 @@ from asgi_metrics.compat import (
     accumulate_multiprocess,
     flush_mmaped,
     mark_process_dead,
+    registered_collectors,
     set_multiprocess_mode,
 )
 from asgi_metrics.core.labels import Key
@@ -60,6 +61,14 @@ from asgi_metrics.multiprocess.native_files import (
     NATIVE_PREFIX,
     compact_native,
     read_native,
+)
+
+# Imported here, not when first needed: in gunicorn's arbiter it notes the CPU time of the
+# children reaped so far when the config imports child_exit, before any worker exits.
+from asgi_metrics.multiprocess.process_metrics import (
+    PROCESSES_PREFIX,
+    collect_processes,
+    note_exit,
 )
 
 logger = logging.getLogger("asgi_metrics")
@@ -134,6 +143,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
             entry.name.endswith((".db", _TMP_SUFFIX))
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
             or entry.name.startswith(DERIVED_PREFIX)
+            or entry.name.startswith(PROCESSES_PREFIX)
             or entry.name.startswith(NATIVE_PREFIX)  # native files, and their temporaries
         ):
             os.unlink(entry.path)
@@ -150,6 +160,7 @@ def child_exit(server: Any, worker: Any) -> None:
         pid = getattr(worker, "pid", None)
         if path and isinstance(pid, int) and os.path.isdir(path):
             mark_process_dead(pid, path)
+            note_exit(path, pid)  # its final CPU time, for the process metrics
     except Exception:
         with contextlib.suppress(Exception):
             logger.exception("HTTP metrics: child_exit hook failed (ignored)")
@@ -373,22 +384,48 @@ def derived_counters(path: str) -> list[tuple[str, str, str]]:
     return sorted(pairs)
 
 
-def collect_directory(path: str) -> list[Metric]:
+def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
     """Every metric in the multiprocess directory, summed over all workers, living and
     dead (sweeping and compacting dead workers' files on the way), and the counters
-    derived from them (:func:`announce_derived_counter`)."""
+    derived from them (:func:`announce_derived_counter`).
+
+    With ``process_metrics``, also the process metrics of every live worker and of the
+    server's master (:mod:`asgi_metrics.multiprocess.process_metrics`)."""
     with _locked(path):
-        metrics = read_metrics(maintain_and_list(path))
+        files = maintain_and_list(path)
+        metrics = read_metrics(files)
+        if process_metrics:
+            metrics.extend(_process_metrics(path, files))
     add_request_counters(metrics, derived_counters(path))
     return metrics
 
 
+_process_metrics_failed = False
+
+
+def _process_metrics(path: str, files: list[str]) -> list[Metric]:
+    """The service's process metrics; a failure is logged once and shows none (the rest
+    of the scrape is unaffected)."""
+    global _process_metrics_failed
+    try:
+        return collect_processes(path, files)
+    except Exception:
+        if not _process_metrics_failed:
+            _process_metrics_failed = True
+            with contextlib.suppress(Exception):
+                logger.exception("HTTP metrics: reading the workers' process metrics failed;"
+                                 " the scrape shows none (logged once)")
+        return []
+
+
 def collect_directory_with_native(
-    path: str,
+    path: str, process_metrics: bool = False
 ) -> tuple[list[Metric], dict[str, dict[Key, NativeSeries]]]:
     """:func:`collect_directory`, and the native histograms of the directory by family
     name (:func:`~asgi_metrics.multiprocess.native_files.read_native`; turn them into a
-    store's tables with :func:`~asgi_metrics.multiprocess.native_files.native_tables`).
+    store's tables with :func:`~asgi_metrics.multiprocess.native_files.native_tables`, or
+    into the protobuf encoder's lookup with
+    :func:`~asgi_metrics.multiprocess.native_files.native_lookup`).
 
     The native files are read first: a worker writes a request into the classic
     histogram first, so a native series never counts a request its classic series does
@@ -397,25 +434,39 @@ def collect_directory_with_native(
     with _locked(path):
         compact_native(path, is_alive)
         natives = read_native(path)
-        metrics = read_metrics(maintain_and_list(path))
+        files = maintain_and_list(path)
+        metrics = read_metrics(files)
+        if process_metrics:
+            metrics.extend(_process_metrics(path, files))
     add_request_counters(metrics, derived_counters(path))
     return metrics, natives
 
 
 class DirectoryCollector(Collector):
     """A collector for the multiprocess directory that is safe alongside compaction (use
-    it instead of prometheus_client's ``MultiProcessCollector`` with this library)."""
+    it instead of prometheus_client's ``MultiProcessCollector`` with this library).
 
-    def __init__(self, path: str | None = None, registry: CollectorRegistry | None = None):
+    ``process_metrics`` (default: on, unless ``registry`` already has prometheus_client's
+    ``ProcessCollector``, whose names they share): also show the process metrics of every
+    live worker and the master."""
+
+    def __init__(self, path: str | None = None, registry: CollectorRegistry | None = None,
+                 process_metrics: bool | None = None):
         found = path or multiproc_dir()
         if not found or not os.path.isdir(found):
             raise ConfigurationError(f"{ENV_VAR} is not set or not a directory")
         self.path = found
+        if process_metrics is None:
+            process_metrics = registry is None or not any(
+                isinstance(collector, ProcessCollector)
+                for collector in registered_collectors(registry) or []
+            )
+        self.process_metrics = process_metrics
         if registry is not None:
             registry.register(self)
 
     def collect(self) -> Iterable[Metric]:
-        return collect_directory(self.path)
+        return collect_directory(self.path, self.process_metrics)
 
 
 def add_request_counters(metrics: list[Metric], pairs: Iterable[tuple[str, str, str]]) -> None:

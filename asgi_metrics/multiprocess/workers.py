@@ -201,3 +201,23 @@ def warn_if_several_workers(environ: Any = None) -> None:
     )
     logger.warning(message)
     warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def process_server(pid: int) -> str | None:
+    """Which server (``gunicorn``, ``uvicorn``, ``granian``, ``hypercorn``) process ``pid``
+    runs, from its command line (Linux ``/proc``), or ``None``."""
+    return _server_of(_cmdline(pid)[:4])
+
+
+def worker_children(pid: int) -> list[int]:
+    """The children of ``pid`` that are not multiprocessing's helper processes: a server's
+    workers (Linux ``/proc``; empty when unreadable)."""
+    return [
+        child for child in _children(pid)
+        if not any(helper in " ".join(_cmdline(child)[:4]) for helper in _HELPERS)
+    ]
+
+
+def command_line(pid: int) -> list[str]:
+    """The command line of process ``pid`` (Linux ``/proc``; empty when unreadable)."""
+    return _cmdline(pid)

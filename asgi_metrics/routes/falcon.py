@@ -27,6 +27,8 @@ import falcon.asgi
 
 from asgi_metrics.compat import UNREADABLE, falcon_error_reporter
 from asgi_metrics.core.keys import ASGI_EXCEPTION_KEY
+from asgi_metrics.core.labels import UNTRACKED_ROUTE
+from asgi_metrics.core.tracking import untracked
 
 #: Where the Falcon middleware leaves the matched template in the scope.
 ROUTE_KEY = "asgi_metrics.falcon.route"
@@ -35,17 +37,29 @@ _RESPONSES = (falcon.HTTPError, falcon.HTTPStatus)
 
 
 class _RouteCopy:
-    """The Falcon middleware: the matched template into the scope, for every request."""
+    """The Falcon middleware: the matched template into the scope, for every request,
+    as soon as Falcon has routed it (for the in-flight gauge by route) and again at the
+    end. A resource marked ``do_not_track`` gives the untracked route."""
 
     __slots__ = ()
+
+    async def process_resource(
+        self, req: falcon.asgi.Request, resp: object, resource: object, params: object
+    ) -> None:
+        del resp, params
+        _copy(req, resource)
 
     async def process_response(
         self, req: falcon.asgi.Request, resp: object, resource: object, req_succeeded: bool
     ) -> None:
-        del resp, resource, req_succeeded
-        template = req.uri_template
-        if template is not None:  # None: no route matched (404, a sink, a static route)
-            req.scope[ROUTE_KEY] = template
+        del resp, req_succeeded
+        _copy(req, resource)
+
+
+def _copy(req: falcon.asgi.Request, resource: object) -> None:
+    template = req.uri_template
+    if template is not None:  # None: no route matched (404, a sink, a static route)
+        req.scope[ROUTE_KEY] = UNTRACKED_ROUTE if untracked(resource) else template
 
 
 def _reporter(previous: Any) -> Any:
@@ -58,7 +72,7 @@ def _reporter(previous: Any) -> Any:
         if handled and not isinstance(error, _RESPONSES):
             scope.setdefault(ASGI_EXCEPTION_KEY, error)  # the first one: the cause
         template = req.uri_template
-        if template is not None:
+        if template is not None and scope.get(ROUTE_KEY) is not UNTRACKED_ROUTE:
             scope[ROUTE_KEY] = template
         if previous is not None:
             previous(req, error, params, handled)

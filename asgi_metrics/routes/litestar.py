@@ -33,7 +33,9 @@ from litestar.routes import ASGIRoute, BaseRoute
 from litestar.types import Scope as LitestarScope
 
 from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.core.labels import UNTRACKED_ROUTE
 from asgi_metrics.core.settings import ConfigurationError
+from asgi_metrics.core.tracking import untracked
 from asgi_metrics.routes import EXCEPTION_KEY, RouteLookup
 
 Scope = MutableMapping[str, Any]
@@ -62,15 +64,29 @@ class LitestarRoutes:
         # its id() is not reused.
         self._mounts: dict[int, tuple[object, str]] = {}
         self._indexed_routes = -1  # len(app.routes) when the mounts were indexed
+        # id(handler) -> (handler, whether it or its function is marked do_not_track):
+        # each handler is looked at once, when first matched.
+        self._marked: dict[int, tuple[object, bool]] = {}
 
     def lookup(self, scope: Scope, root_path: str) -> str | None:
         """The template of a finished request (``root_path`` plays no part: Litestar's
         templates never contain it)."""
         handler = scope.get("route_handler")
+        if handler is not None and self._untracked(handler):
+            return UNTRACKED_ROUTE
         if isinstance(handler, ASGIRouteHandler) and handler.is_mount:
             return self._mount_path(handler)
         template = scope.get("path_template")
         return template if isinstance(template, str) and template else None
+
+    def _untracked(self, handler: object) -> bool:
+        known = self._marked.get(id(handler))
+        if known is None or known[0] is not handler:
+            if len(self._marked) > 10_000:  # handlers come and go only in test suites
+                self._marked.clear()
+            marked = untracked(handler) or untracked(getattr(handler, "fn", None))
+            known = self._marked[id(handler)] = (handler, marked)
+        return known[1]
 
     def _mount_path(self, handler: ASGIRouteHandler) -> str | None:
         found = self._mounts.get(id(handler))

@@ -19,6 +19,8 @@ from quart import Quart, got_request_exception, request_started
 from quart import request as current_request
 
 from asgi_metrics.core.failures import FailureLog
+from asgi_metrics.core.labels import UNTRACKED_ROUTE
+from asgi_metrics.core.tracking import untracked
 from asgi_metrics.routes import EXCEPTION_KEY, RouteLookup
 
 Scope = MutableMapping[str, Any]
@@ -43,6 +45,7 @@ class QuartRoutes:
     """
 
     def __init__(self, app: Quart) -> None:
+        self.app = app
         # Blinker holds receivers weakly: the bound methods live as long as this object,
         # which the app keeps in app.extensions. Async receivers, so Quart awaits them
         # directly (it would run a sync one in a thread).
@@ -58,7 +61,8 @@ class QuartRoutes:
         try:
             rule = current_request.url_rule
             if rule is not None:
-                _scope()[ROUTE_KEY] = rule.rule
+                view = self.app.view_functions.get(rule.endpoint)
+                _scope()[ROUTE_KEY] = UNTRACKED_ROUTE if untracked(view) else rule.rule
         except Exception as failure:
             _failures.report("reading the Quart route", failure)
 

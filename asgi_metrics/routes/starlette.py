@@ -17,7 +17,8 @@ from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any
 
 from asgi_metrics.compat import effective_route
-from asgi_metrics.core.labels import UNMATCHED_ROUTE
+from asgi_metrics.core.labels import UNMATCHED_ROUTE, UNTRACKED_ROUTE
+from asgi_metrics.core.tracking import untracked
 
 _MAX_DEPTH = 32
 
@@ -27,12 +28,19 @@ Scope = MutableMapping[str, Any]
 class _Entry:
     """One full template a route object (or endpoint) stands for."""
 
-    __slots__ = ("_regex", "mount", "opaque_mount", "owner", "template")
+    __slots__ = ("_regex", "label", "mount", "opaque_mount", "owner", "template")
 
     def __init__(
-        self, template: str, owner: object, mount: bool = False, opaque_mount: bool = False
+        self,
+        template: str,
+        owner: object,
+        mount: bool = False,
+        opaque_mount: bool = False,
+        tracked: bool = True,
     ) -> None:
         self.template = template
+        #: What the lookup answers: the template, or the untracked route (do_not_track).
+        self.label = template if tracked else UNTRACKED_ROUTE
         self.owner = owner  # keeps the object alive, so its id() is not reused
         self.mount = mount
         self.opaque_mount = opaque_mount
@@ -91,10 +99,11 @@ class _Index:
                 self._add(self.by_endpoint, effective.app, entry)
                 self._walk(children, template, depth + 1)
                 continue
-            entry = _Entry(template, original)
+            endpoint = getattr(effective, "endpoint", None)
+            entry = _Entry(template, original, tracked=not untracked(endpoint))
             self._add(self.by_route, original, entry)
             self._add(self.by_route, effective, entry)
-            self._add(self.by_endpoint, getattr(effective, "endpoint", None), entry)
+            self._add(self.by_endpoint, endpoint, entry)
 
 
 def _routes_of(app: Any) -> Sequence[Any]:
@@ -167,7 +176,7 @@ class RouteTemplates:
             if len(entries) == 1:
                 if len(self._known) > 10_000:
                     self._known.clear()
-                self._known[id(route)] = (route, router, entries[0].template)
+                self._known[id(route)] = (route, router, entries[0].label)
         else:
             entries = self._find(router, True, scope.get("endpoint"))
             if entries is None:
@@ -188,7 +197,7 @@ class RouteTemplates:
             entry = _pick(entries, _route_path(scope, root_path))
         if entry.mount and not entry.opaque_mount:
             return UNMATCHED_ROUTE  # a mounted router that matched nothing inside
-        return entry.template
+        return entry.label
 
     def _find(
         self, router: Any, by_endpoint: bool, obj: object, rebuild: bool = False

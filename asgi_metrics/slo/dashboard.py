@@ -158,12 +158,14 @@ def _grid(x: int, y: int, w: int, h: int) -> dict[str, int]:
 def _overview(names: Names) -> list[Panel]:
     scope = ['job=~"$job"', f'{names.route}=~"$route"']
     by_route = ("job", names.route)
-    requests = sli.rate(names.requests, scope, _RATE, ())
-    errors = sli.rate(names.requests, [*scope, f'{names.status}=~"5.."'], _RATE, ())
+    requests = sli.series_rate(names, names.requests, scope, _RATE, ())
+    errors = sli.series_rate(
+        names, names.requests, [*scope, f'{names.status}=~"5.."'], _RATE, ()
+    )
     route_label = "{{job}} {{" + names.route + "}}"
 
     def quantile(q: str, by: Sequence[str]) -> str:
-        return f"histogram_quantile({q}, {sli.rate(names.bucket, scope, _RATE, by)})"
+        return sli.quantile(names, q, scope, _RATE, [label for label in by if label != "le"])
 
     return [
         _row("Overview"),
@@ -205,7 +207,8 @@ def _overview(names: Names) -> list[Panel]:
             f' grouped under {names.route}="{UNMATCHED_ROUTE}".',
             (12, 8),
             "reqps",
-            [_target("A", sli.rate(names.requests, scope, _RATE, by_route), route_label)],
+            [_target("A", sli.series_rate(names, names.requests, scope, _RATE, by_route),
+                     route_label)],
         ),
         _timeseries(
             "Error ratio by route (5xx)",
@@ -233,7 +236,7 @@ def _overview(names: Names) -> list[Panel]:
             [
                 _target(
                     "A",
-                    sli.rate(names.requests, scope, _RATE, (names.status,)),
+                    sli.series_rate(names, names.requests, scope, _RATE, (names.status,)),
                     "{{" + names.status + "}}",
                 )
             ],
@@ -247,7 +250,7 @@ def _overview(names: Names) -> list[Panel]:
             [
                 _target(
                     "A",
-                    sli.rate(names.requests, scope, _RATE, (names.method,)),
+                    sli.series_rate(names, names.requests, scope, _RATE, (names.method,)),
                     "{{" + names.method + "}}",
                 )
             ],
@@ -272,8 +275,8 @@ def _overview(names: Names) -> list[Panel]:
             [
                 _target(
                     "A",
-                    f"{sli.rate(names.sum, scope, _RATE, by_route)}"
-                    f" / {sli.rate(names.count, scope, _RATE, by_route)}",
+                    f"{sli.series_rate(names, names.sum, scope, _RATE, by_route)}"
+                    f" / {sli.series_rate(names, names.count, scope, _RATE, by_route)}",
                     route_label,
                 )
             ],
@@ -441,6 +444,14 @@ def dashboard(names: Names, objectives: Sequence[Objective] = ()) -> dict[str, A
             panels.extend(_objective_panels(names, objective))
     panels.extend(_overview(names))
     title, uid = _identity(names)
+    requests = names.requests
+    requests_in_job = f'{names.requests}{{job=~"$job"}}'
+    if names.native and names.requests == names.count:
+        # A preset counting requests with the histogram's _count: where Prometheus keeps
+        # only the native form, the series to list is the histogram itself.
+        requests = f'{{__name__=~"{names.count}|{names.duration}"}}'
+        requests_in_job = f'{{__name__=~"{names.count}|{names.duration}", job=~"$job"}}'
+
     description = (
         "HTTP request metrics from asgi_metrics / wsgi_metrics: traffic, 5xx ratio, latency"
         " quantiles, in-flight requests and exceptions per route."
@@ -498,11 +509,11 @@ def dashboard(names: Names, objectives: Sequence[Objective] = ()) -> dict[str, A
                     "options": [],
                     "refresh": 1,
                 },
-                _variable("job", "Job", f"label_values({names.requests}, job)"),
+                _variable("job", "Job", f"label_values({requests}, job)"),
                 _variable(
                     "route",
                     "Route",
-                    f'label_values({names.requests}{{job=~"$job"}}, {names.route})',
+                    f"label_values({requests_in_job}, {names.route})",
                 ),
             ]
         },

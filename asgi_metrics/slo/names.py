@@ -42,6 +42,11 @@ class Names:
     requests_stem: str
     #: Stem of the recorded exception rates (the exceptions family, without ``_total``).
     exceptions_stem: str
+    #: The middleware records native histograms (``native_histograms``): every histogram
+    #: expression then reads the classic series ``or`` the native one, so the rules work
+    #: whether Prometheus keeps the classic form, the native form or both, and a latency
+    #: threshold need not be a bucket bound.
+    native: bool = False
 
     @property
     def buckets(self) -> tuple[float, ...]:
@@ -68,7 +73,10 @@ class Names:
 
 
 def names_for(
-    namespace: str = "", naming: str = "default", buckets: Sequence[float] = DEFAULT_BUCKETS
+    namespace: str = "",
+    naming: str = "default",
+    buckets: Sequence[float] = DEFAULT_BUCKETS,
+    native: bool = False,
 ) -> Names:
     """The names for these settings; raises ``ConfigurationError`` for a bad value.
 
@@ -103,4 +111,5 @@ def names_for(
         stem=stem,
         requests_stem=requests_stem,
         exceptions_stem=families.exceptions.name,
+        native=native,
     )

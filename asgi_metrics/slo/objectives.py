@@ -3,6 +3,7 @@ configuration: ``--availability 99.9``, ``--latency 0.25:99``, ``--route TEMPLAT
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -86,15 +87,20 @@ def latency(text: str, names: Names) -> tuple[float, Decimal]:
         raise ConfigurationError(
             f"--latency: expected a number of seconds, got {threshold_text!r}"
         ) from None
-    # Seam for native histograms: with a classic histogram "served within t" is the
-    # cumulative bucket le="t", so t must be one of its bounds. A native histogram would
-    # answer it for any t (histogram_fraction in sli.py) and lift this check.
-    if threshold not in names.buckets:
+    # With a classic histogram "served within t" is the cumulative bucket le="t", so t
+    # must be one of its bounds. A native histogram answers it for any t
+    # (histogram_fraction in sli.py), to within one of its buckets.
+    if not (threshold > 0 and math.isfinite(threshold)):
+        raise ConfigurationError(
+            f"--latency: expected a positive number of seconds, got {threshold_text!r}"
+        )
+    if threshold not in names.buckets and not names.native:
         bounds = ", ".join(f"{b:g}" for b in names.buckets)
         raise ConfigurationError(
             f"--latency: {threshold_text}s is not a bucket bound of the duration histogram;"
             f" the bounds are {bounds} (pick one, or add it to the middleware's `buckets`"
-            " setting and pass the same list with --buckets)"
+            " setting and pass the same list with --buckets; or, with the middleware's"
+            " native_histograms on, pass --native)"
         )
     return threshold, _target(target_text, "--latency")
 

@@ -72,24 +72,31 @@ def base_rules(names: Names) -> list[Rule]:
     p99 = f"route:{names.duration}:p99_5m"
     in_flight = f"instance:{names.in_flight}:sum"
 
+    by_route = ("job", route)
+
+    def requests_rate(matchers: tuple[str, ...] = (), by: tuple[str, ...] = by_route) -> str:
+        return sli.series_rate(names, names.requests, matchers, "5m", by)
+
     def quantile(q: str) -> Record:
-        return Record(
-            f"route:{names.duration}:p{q[2:]}_5m", f"histogram_quantile({q}, {buckets})"
-        )
+        expr = f"histogram_quantile({q}, {buckets})"
+        if names.native:
+            native = sli.rate(names.duration, (), "5m", by_route)
+            expr = f"{expr}\n  or\nhistogram_quantile({q}, {native})\n"
+        return Record(f"route:{names.duration}:p{q[2:]}_5m", expr)
 
     return [
         Record(
             requests,
-            f"sum by ({job_route}) (rate({names.requests}[5m]))",
+            requests_rate(),
             comment=("--- traffic -------------------------------------------------------",),
         ),
         Record(
             f"route:{names.requests_stem}_by_status:rate5m",
-            f"sum by ({job_route}, {status}) (rate({names.requests}[5m]))",
+            requests_rate(by=(*by_route, status)),
         ),
         Record(
             errors,
-            f'sum by ({job_route}) (rate({names.requests}{{{status}=~"5.."}}[5m]))',
+            requests_rate((f'{status}=~"5.."',)),
             comment=("--- errors (5xx only; 499 and 4xx are not server errors) ------------",),
         ),
         Record(
@@ -110,8 +117,8 @@ def base_rules(names: Names) -> list[Rule]:
         quantile("0.99"),
         Record(
             f"route:{names.duration}:mean_5m",
-            f"sum by ({job_route}) (rate({names.sum}[5m]))\n  /\n"
-            f"sum by ({job_route}) (rate({names.count}[5m]))\n",
+            f"{sli.series_rate(names, names.sum, (), '5m', by_route)}\n  /\n"
+            f"{sli.series_rate(names, names.count, (), '5m', by_route)}\n",
         ),
         Record(
             in_flight,

@@ -1,6 +1,14 @@
 """The service level indicators in PromQL: the share of bad requests over a window, for
 each kind of objective. The rules and the dashboard both build their expressions here.
 
+With native histograms (``Names.native``) every expression on the duration histogram reads
+the classic series ``or`` the native one (``histogram_count``, ``histogram_sum``,
+``histogram_quantile`` and ``histogram_fraction`` of ``rate(duration[w])``): Prometheus 2.x
+with ``--enable-feature=native-histograms`` keeps only the native form of a histogram that
+carries both, 3.x keeps both with ``always_scrape_classic_histograms``, and without the
+feature only the classic one exists. ``or`` takes the classic value wherever it exists, per
+label set, so both forms never add up.
+
 Errors are 5xx responses. A 499 (the client closed the connection first) and every 4xx
 count as traffic and never as errors; ``status=~"5.."`` also matches the ``5xx`` of
 ``group_status=True``.
@@ -46,6 +54,59 @@ def rate(metric: str, matchers: Sequence[str], window: str, by: Sequence[str]) -
     return f"{grouping}(rate({promql.selector(metric, matchers)}[{window}]))"
 
 
+def _native_rate(
+    function: str, names: Names, matchers: Sequence[str], window: str, by: Sequence[str]
+) -> str:
+    grouping = f"sum by ({', '.join(by)}) " if by else "sum"
+    selector = promql.selector(names.duration, matchers)
+    return f"{grouping}({function}(rate({selector}[{window}])))"
+
+
+def series_rate(
+    names: Names, metric: str, matchers: Sequence[str], window: str, by: Sequence[str]
+) -> str:
+    """:func:`rate` of ``metric``; with native histograms, the duration histogram's
+    ``_count`` or ``_sum`` from whichever form Prometheus keeps."""
+    classic = rate(metric, matchers, window, by)
+    function = {names.count: "histogram_count", names.sum: "histogram_sum"}.get(metric)
+    if not names.native or function is None:
+        return classic
+    return f"({classic} or {_native_rate(function, names, matchers, window, by)})"
+
+
+def quantile(
+    names: Names, q: str, matchers: Sequence[str], window: str, by: Sequence[str]
+) -> str:
+    """The ``q`` quantile of the request duration, ``by`` these labels (``le`` added for
+    the classic buckets); with native histograms, from whichever form Prometheus keeps."""
+    classic = f"histogram_quantile({q}, {rate(names.bucket, matchers, window, (*by, 'le'))})"
+    if not names.native:
+        return classic
+    return f"({classic} or histogram_quantile({q}, {rate(names.duration, matchers, window, by)}))"
+
+
+@dataclass(frozen=True)
+class NativeShare:
+    """``1 - histogram_fraction(0, threshold, histogram)``: the share of a native
+    histogram's requests slower than ``threshold``, ``or``-ed after the classic ``ratio``
+    of the same objective when the threshold is a bucket bound (else native only)."""
+
+    histogram: str
+    threshold: float
+    classic: Ratio | None = None
+
+    def promql(self, *, multiline: bool) -> str:
+        """As :meth:`Ratio.promql`."""
+        native = f"1 - histogram_fraction(0, {self.threshold!r}, {self.histogram})"
+        if self.classic is None:
+            return f"{native}\n" if multiline else native
+        classic = self.classic.promql(multiline=multiline)
+        if not multiline:
+            return f"({classic}) or ({native})"
+        inner = "".join(f"  {line}\n" if line else "\n" for line in classic.splitlines())
+        return f"(\n{inner})\nor\n(\n  {native}\n)\n"
+
+
 def _within_threshold(
     names: Names, threshold: float, matchers: Sequence[str], window: str, by: Sequence[str]
 ) -> str:
@@ -64,8 +125,10 @@ def error_ratio(
     names: Names, window: str, *, matchers: Sequence[str], by: Sequence[str]
 ) -> Ratio:
     """The share of 5xx responses among all responses over ``window``."""
-    total = rate(names.requests, matchers, window, by)
-    errors = rate(names.requests, [*matchers, f'{names.status}=~"5.."'], window, by)
+    total = series_rate(names, names.requests, matchers, window, by)
+    errors = series_rate(
+        names, names.requests, [*matchers, f'{names.status}=~"5.."'], window, by
+    )
     return Ratio(errors, total)
 
 
@@ -76,7 +139,7 @@ def bad_ratio(
     *,
     matchers: Sequence[str] = (),
     by: Sequence[str] = ("job",),
-) -> Ratio:
+) -> Ratio | NativeShare:
     """The share of bad requests for ``objective`` over ``window``, summed ``by`` these
     labels; ``matchers`` narrow the series further (the objective's route is added here)."""
     scope = list(matchers)
@@ -84,5 +147,11 @@ def bad_ratio(
         scope.append(promql.equal(names.route, objective.route))
     if objective.threshold is None:
         return error_ratio(names, window, matchers=scope, by=by)
-    within = _within_threshold(names, objective.threshold, scope, window, by)
-    return Ratio(within, rate(names.count, scope, window, by), complement=True)
+    classic = None
+    if objective.threshold in names.buckets:
+        within = _within_threshold(names, objective.threshold, scope, window, by)
+        classic = Ratio(within, rate(names.count, scope, window, by), complement=True)
+    if not names.native:
+        assert classic is not None, "objectives.latency() accepts only bucket bounds"
+        return classic
+    return NativeShare(rate(names.duration, scope, window, by), objective.threshold, classic)

@@ -1,0 +1,48 @@
+"""Request-derived labels in ASGI: how the core's label sources read an ASGI request (its
+scope) and response (the ``http.response.start`` message the app sent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from asgi_metrics.asgi.types import Message, Scope
+from asgi_metrics.core.request_labels import HeaderReader
+
+
+def _pairs(headers: Any) -> Iterable[tuple[str, str]]:
+    for name, value in headers or ():
+        if isinstance(name, bytes) and isinstance(value, bytes):
+            yield name.decode("latin-1"), value.decode("latin-1")
+
+
+class AsgiHeaders:
+    """The :class:`~asgi_metrics.core.request_labels.HeaderAccess` of ASGI. Request header
+    names arrive lower-cased (the spec requires it of servers); the app's response header
+    names are compared in any case."""
+
+    def reader(self, name: str, response: bool) -> HeaderReader:
+        key = name.lower().encode("latin-1")
+        if response:
+
+            def from_response(scope: Scope, head: Message | None) -> str | None:
+                for found, value in (head.get("headers") or ()) if head is not None else ():
+                    if type(found) is bytes and found.lower() == key:
+                        return value.decode("latin-1") if type(value) is bytes else None
+                return None
+
+            return from_response
+
+        def from_request(scope: Scope, head: Message | None) -> str | None:
+            for found, value in scope.get("headers") or ():
+                if found == key:
+                    return value.decode("latin-1") if type(value) is bytes else None
+            return None
+
+        return from_request
+
+    def request_headers(self, request: Scope) -> Iterable[tuple[str, str]]:
+        return _pairs(request.get("headers"))
+
+    def response_headers(self, response: Message | None) -> Iterable[tuple[str, str]]:
+        return () if response is None else _pairs(response.get("headers"))
