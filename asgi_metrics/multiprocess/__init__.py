@@ -7,7 +7,7 @@ start-up), :class:`DirectoryCollector` (the directory as a collector, safe along
 compaction) and :func:`multiproc_dir`. A scrape in this mode shows the process metrics of
 every worker and of the server's master (:mod:`asgi_metrics.multiprocess.process_metrics`).
 For native histograms: :func:`collect_directory_with_native`, :func:`read_native` and
-:func:`native_tables`.
+:func:`native_tables` and :func:`native_lookup`.
 """
 
 from asgi_metrics.multiprocess.directory import (
@@ -19,7 +19,7 @@ from asgi_metrics.multiprocess.directory import (
     collect_directory_with_native,
     multiproc_dir,
 )
-from asgi_metrics.multiprocess.native_files import native_tables, read_native
+from asgi_metrics.multiprocess.native_files import native_lookup, native_tables, read_native
 
 __all__ = [
     "ENV_VAR",
@@ -29,6 +29,7 @@ __all__ = [
     "collect_directory",
     "collect_directory_with_native",
     "multiproc_dir",
+    "native_lookup",
     "native_tables",
     "read_native",
 ]

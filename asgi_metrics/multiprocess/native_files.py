@@ -42,7 +42,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from asgi_metrics.compat import MmapedDict, flush_mmaped
@@ -57,6 +57,7 @@ NATIVE_SUFFIX = ".bin"
 #: Dead workers' native files are merged into this one.
 NATIVE_ARCHIVE = f"{NATIVE_PREFIX}archive{NATIVE_SUFFIX}"
 _ABSORBED = "absorbed"
+_LABELS = "labels"
 
 
 def native_file_name(pid: int) -> str:
@@ -103,11 +104,13 @@ class NativeFile:
     """One process' native file; thread-safe (one lock per process, as prometheus_client's
     values have). Opened again, empty, in a forked child."""
 
-    def __init__(self, directory: str, schema: int, max_buckets: int, zero_threshold: float):
+    def __init__(self, directory: str, schema: int, max_buckets: int, zero_threshold: float,
+                 const_labels: Mapping[str, str] | None = None):
         self.directory = directory
         self.schema = schema
         self.max_buckets = max_buckets
         self.zero_threshold = zero_threshold
+        self.const_labels = dict(const_labels or {})
         self._lock = threading.Lock()
         self._pid = -1
         self._file: Any = None
@@ -122,13 +125,19 @@ class NativeFile:
         self._file.write_value(json.dumps(["meta", "max_buckets"]), float(self.max_buckets), 0.0)
         self._file.write_value(json.dumps(["meta", "zero_threshold"]), self.zero_threshold, 0.0)
 
-    def observe(self, family: str, table: str, key: Key, value: float) -> None:
-        """Count ``value`` in the native series ``key`` of ``family``."""
+    def observe(self, family: str, table: str, key: Key, value: float,
+                label_names: Sequence[str] = ()) -> None:
+        """Count ``value`` in the native series ``key`` of ``family``, whose labels are
+        ``label_names`` (written once per family, for :func:`native_lookup`)."""
         with self._lock:
             if self._pid != os.getpid():
                 self._open()
             series = self._series.get((family, key))
             if series is None:
+                if not any(f == family for f, _ in self._series):
+                    self._file.write_value(json.dumps(
+                        [_LABELS, family, list(label_names), self.const_labels]
+                    ), 1.0, 0.0)
                 series = self._series[(family, key)] = _Series(
                     [family, table, list(key)], self.schema
                 )
@@ -193,7 +202,7 @@ def read_native(directory: str) -> dict[str, dict[Key, NativeSeries]]:
             parsed = cache.get(text)
             if parsed is None:
                 parsed = cache[text] = json.loads(text)
-            if parsed[0] == _ABSORBED:
+            if parsed[0] in (_ABSORBED, _LABELS):
                 continue
             if parsed[0] == "meta":
                 if parsed[1] == "max_buckets":
@@ -278,7 +287,9 @@ def compact_native(directory: str, is_alive: Callable[[int], bool]) -> None:
         meta: dict[str, float] = {}
         for name in [NATIVE_ARCHIVE, *fresh]:
             for text, value in rows.get(name, []):
-                if text.startswith('["meta"'):
+                if text.startswith('["labels"'):
+                    meta[text] = 1.0
+                elif text.startswith('["meta"'):
                     # Settings, not counts: the tightest cap, the widest zero bucket.
                     keep = min if "max_buckets" in text else max
                     meta[text] = keep(meta.get(text, value), value)
@@ -336,3 +347,37 @@ def native_tables(
         if family is not None and family.name in by_family:
             tables[table] = by_family[family.name]
     return tables
+
+
+#: (family name, a series' labels as sorted (name, value) pairs, constant labels included)
+#: -> its native series: what the protobuf encoder asks for each classic histogram series
+#: it reads from the directory (``asgi_metrics.exposition.protobuf.NativeLookup``).
+Lookup = Callable[[str, tuple[tuple[str, str], ...]], "NativeSeries | None"]
+
+
+def native_lookup(
+    by_family: Mapping[str, dict[Key, NativeSeries]], directory: str
+) -> Lookup:
+    """A lookup of :func:`read_native`'s series by the labels their classic series have in
+    prometheus_client's files (the family's label names, which each writer recorded in its
+    native file, and its constant labels)."""
+    labels: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for rows in _native_rows(directory).values():
+        for text, _ in rows:
+            if text.startswith('["labels"'):
+                _, family, names, const = json.loads(text)
+                labels[family] = (names, const)
+    index: dict[tuple[str, tuple[tuple[str, str], ...]], NativeSeries] = {}
+    for family, series in by_family.items():
+        found = labels.get(family)
+        if found is None:
+            continue
+        names, const = found
+        for key, native_series in series.items():
+            pairs = tuple(sorted([*zip(names, key, strict=False), *const.items()]))
+            index[(family, pairs)] = native_series
+
+    def lookup(family: str, pairs: tuple[tuple[str, str], ...]) -> NativeSeries | None:
+        return index.get((family, pairs))
+
+    return lookup

@@ -35,7 +35,8 @@ class NativeMultiprocessStore(MultiprocessStore):
                          on_overflow, directory)
         assert self.directory is not None  # MultiprocessStore found it or raised
         self.native_file = NativeFile(
-            self.directory, native.pick_schema(bucket_factor), max_buckets, zero_threshold
+            self.directory, native.pick_schema(bucket_factor), max_buckets, zero_threshold,
+            const_labels,
         )
 
     @staticmethod
@@ -45,5 +46,5 @@ class NativeMultiprocessStore(MultiprocessStore):
         if key not in hist.series:  # past the label-set cap: the overflow series
             key = store.admit(hist.table, key)
         store.native_file.observe(  # type: ignore[attr-defined]
-            hist.family.name, hist.table, key, value
+            hist.family.name, hist.table, key, value, hist.family.labels
         )

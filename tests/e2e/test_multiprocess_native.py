@@ -19,11 +19,12 @@ from pathlib import Path
 from asgi_metrics.core.naming import metric_names
 from asgi_metrics.core.native import bucket_index
 from asgi_metrics.core.settings import Settings
+from asgi_metrics.exposition.protobuf import encode_metrics
 from asgi_metrics.multiprocess.directory import (
     clean_multiproc_dir,
     collect_directory_with_native,
 )
-from asgi_metrics.multiprocess.native_files import native_tables
+from asgi_metrics.multiprocess.native_files import native_lookup, native_tables
 from tests.support.paths import ROOT
 
 WORKERS = 4
@@ -131,6 +132,19 @@ def test_several_processes_exact_native_histograms_and_a_dead_workers_kept(
         assert series.count == counts[(f"{names.requests.name}_total", key[1])]
         assert series.count == series.zero_count + sum(series.positive.values())
         assert len(series.positive) <= 12
+
+    # The protobuf encoder finds each classic series' native form by the labels the
+    # classic series has in prometheus_client's files (native_lookup), and adds it.
+    lookup = native_lookup(natives, str(tmp_path))
+    duration = next(m for m in metrics if m.name == names.duration.name)
+    found = 0
+    for sample in duration.samples:
+        if sample.name == f"{names.duration.name}_count":
+            series = lookup(names.duration.name, tuple(sorted(sample.labels.items())))
+            assert series is not None and series.count == sample.value
+            found += 1
+    assert found == len(ROUTES)
+    assert len(encode_metrics(metrics, lookup)) > len(encode_metrics(metrics))
 
     # Request sizes are known exactly: the native buckets are those of every size, at the
     # schema the cap of 12 buckets forced, summed over the processes.
