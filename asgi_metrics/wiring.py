@@ -19,7 +19,7 @@ from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
 from asgi_metrics.core.self_metrics import SelfMetrics
-from asgi_metrics.core.settings import ConfigurationError, Settings
+from asgi_metrics.core.settings import Settings
 from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
@@ -29,6 +29,7 @@ from asgi_metrics.multiprocess.directory import (
     multiproc_dir,
     note_exemplars_off,
 )
+from asgi_metrics.multiprocess.in_flight_routes import InFlightPublisher
 from asgi_metrics.multiprocess.native_store import NativeMultiprocessStore
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
@@ -117,13 +118,10 @@ def build(settings: Settings) -> Parts:
         )
     in_flight = None
     if settings.in_flight_by_route:
-        if directory is not None:
-            raise ConfigurationError(
-                "setting 'in_flight_by_route': not available in multiprocess mode yet"
-                " (PROMETHEUS_MULTIPROC_DIR is set): a scrape answered by one worker cannot"
-                " see which route another worker's requests are in"
-            )
         in_flight = InFlightRequests()
+        if directory is not None:
+            # Each worker publishes its own by route, from a thread of its own.
+            InFlightPublisher(in_flight, names.in_flight, settings.const_labels, failures)
     recorder = Recorder(
         settings, names, store, otel_metrics.build(settings), failures, in_flight=in_flight
     )

@@ -10,12 +10,8 @@ from __future__ import annotations
 import contextvars
 import io
 import logging
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from wsgiref.util import FileWrapper
 from wsgiref.validate import validator
@@ -25,7 +21,6 @@ from prometheus_client import CollectorRegistry
 from werkzeug.test import Client
 
 from asgi_metrics.exposition.collector import iter_registered
-from tests.support.paths import ROOT
 from tests.support.request_labels import by, failure_lines, label_names
 from tests.support.scrape import (
     exceptions_by_labels,
@@ -366,23 +361,6 @@ def test_in_flight_by_route_asks_the_resolver_while_the_request_is_stuck() -> No
     samples = scrape_samples(mw)
     assert in_flight(samples) == 0
     assert requests_by_labels(samples) == {("GET", "/stuck/{n}", "200"): 1}
-
-
-def test_in_flight_by_route_refused_in_multiprocess_mode(tmp_path: Path) -> None:
-    # In a fresh interpreter: prometheus_client reads the variable when first imported.
-    code = (
-        "from wsgi_metrics import MetricsMiddleware, ConfigurationError\n"
-        "try:\n"
-        "    MetricsMiddleware(lambda e, s: [], in_flight_by_route=True)\n"
-        "except ConfigurationError as exc:\n"
-        "    print(exc)\n"
-    )
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("HTTP_METRICS_")}
-    env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, timeout=60, check=True)
-    assert "setting 'in_flight_by_route': not available in multiprocess mode" in done.stdout
 
 
 def test_count_unmatched() -> None:
