@@ -20,7 +20,7 @@ from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
 from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import Settings
-from asgi_metrics.core.store import RequestStore
+from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
@@ -30,6 +30,7 @@ from asgi_metrics.multiprocess.directory import (
     note_exemplars_off,
 )
 from asgi_metrics.multiprocess.in_flight_routes import InFlightPublisher
+from asgi_metrics.multiprocess.native_store import NativeMultiprocessStore
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
@@ -96,12 +97,24 @@ def build(settings: Settings) -> Parts:
         store = MultiprocessStore(
             names, settings.const_labels, settings.buckets, settings.size_buckets,
             settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+        ) if not settings.native_histograms else NativeMultiprocessStore(
+            names, settings.const_labels, settings.buckets, settings.size_buckets,
+            settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
     else:
         warn_if_several_workers()
         store = RequestStore(
             settings.buckets, settings.size_buckets, settings.max_label_sets,
             on_overflow=on_overflow,
+        ) if not settings.native_histograms else NativeRequestStore(
+            settings.buckets, settings.size_buckets, settings.max_label_sets,
+            on_overflow=on_overflow,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
     in_flight = None
     if settings.in_flight_by_route:
