@@ -23,11 +23,7 @@ from asgi_metrics.core.store import RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
-from asgi_metrics.multiprocess.directory import (
-    check_directory,
-    multiproc_dir,
-    note_exemplars_off,
-)
+from asgi_metrics.multiprocess.directory import check_directory, multiproc_dir
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
@@ -112,12 +108,9 @@ def build(settings: Settings) -> Parts:
         max_concurrent_scrapes=settings.max_concurrent_scrapes,
         self_metrics=self_metrics,
     )
+    # In multiprocess mode too: each worker keeps its exemplars in a file of its own
+    # (asgi_metrics.multiprocess.exemplar_files).
     exemplars = settings.exemplars and OTEL_AVAILABLE
-    if directory is not None and exemplars:
-        # prometheus_client's multiprocess files have no place for exemplars: say so
-        # once, and skip the span lookup per request.
-        note_exemplars_off()
-        exemplars = False
     return Parts(
         settings, names, recorder, collector, exposition, exemplars, directory, in_flight,
         self_metrics,
