@@ -71,17 +71,16 @@ _HEADER = struct.Struct("<II")
 _ENTRY = struct.Struct("<II")
 _DATA = struct.Struct("<QQQdd")
 _CRC = struct.Struct("<I4x")
-SLOT_SIZE = _DATA.size + _CRC.size  # 48
-_EMPTY_SLOT = bytes(SLOT_SIZE)
+_SLOT = struct.Struct("<QQQddI4x")
+SLOT_SIZE = _SLOT.size  # 48
 _LOW = (1 << 64) - 1
 _INITIAL_SIZE = 1 << 16
 #: How many times a reader reads a live file again when it caught a slot being written.
 _REREADS = 3
 
-#: One series' exemplars as read: its bucket bounds and one exemplar (or ``None``) per bucket.
-SeriesExemplars = tuple[list[str], list["Exemplar | None"]]
-#: Everything read from a directory, by the entry's JSON key.
-Exemplars = dict[str, SeriesExemplars]
+#: Everything read from a directory: by the entry's JSON key, one exemplar (or ``None``)
+#: per bucket.
+Exemplars = dict[str, list["Exemplar | None"]]
 
 
 def exemplar_file_name(pid: int) -> str:
@@ -249,79 +248,50 @@ def _entries(data: bytes) -> Iterable[tuple[str, int, int]]:
         position = end
 
 
-class _Torn(Exception):
-    """A slot caught while its worker was writing it."""
-
-
-def _slot(data: bytes, offset: int) -> Exemplar | None:
-    """The exemplar in the slot at ``offset``, ``None`` if empty; raises :class:`_Torn`."""
-    raw = data[offset:offset + SLOT_SIZE]
-    if raw == _EMPTY_SLOT:
-        return None
-    high, low, span_id, value, timestamp = _DATA.unpack_from(raw)
-    if _CRC.unpack_from(raw, _DATA.size)[0] != crc32(raw[:_DATA.size]):
-        raise _Torn
-    return ((high << 64) | low, span_id, value, timestamp)
-
-
-def read_file(path: str) -> tuple[Exemplars, bool]:
-    """The exemplars of one file, and whether some slot was torn (being written)."""
+def read_file(path: str, into: Exemplars | None = None) -> tuple[Exemplars, bool]:
+    """The exemplars of one file merged into ``into`` (a new dict if ``None``; per slot the
+    latest wins), and whether some slot was torn (caught being written: left out)."""
     with open(path, "rb") as file:
         data = file.read()
-    found: Exemplars = {}
+    found: Exemplars = {} if into is None else into
     torn = False
+    unpack = _SLOT.unpack_from
     for text, base, count in _entries(data):
-        try:
-            _family, _names, _values, les = json.loads(text)
-        except (ValueError, TypeError):
-            continue
-        if not isinstance(les, list) or len(les) != count:
-            continue
-        slots: list[Exemplar | None] = []
-        for index in range(count):
-            try:
-                slots.append(_slot(data, base + index * SLOT_SIZE))
-            except _Torn:
+        kept = found.get(text)
+        if kept is None:
+            kept = found[text] = [None] * count
+        for index in range(min(count, len(kept))):
+            offset = base + index * SLOT_SIZE
+            high, low, span_id, value, timestamp, check = unpack(data, offset)
+            if not check and not timestamp:
+                continue  # never written
+            old = kept[index]
+            if old is not None and old[3] >= timestamp:
+                continue
+            if check != crc32(data[offset:offset + _DATA.size]):
                 torn = True
-                slots.append(None)
-        merge(found, {text: ([str(le) for le in les], slots)})
+                continue
+            kept[index] = ((high << 64) | low, span_id, value, timestamp)
     return found, torn
 
 
-def merge(total: Exemplars, part: Exemplars) -> None:
-    """Add ``part`` to ``total``: per series and bucket, the latest exemplar wins."""
-    for text, (les, slots) in part.items():
-        kept = total.get(text)
-        if kept is None:
-            total[text] = (les, list(slots))
-            continue
-        acc = kept[1]
-        for index, exemplar in enumerate(slots[:len(acc)]):
-            if exemplar is not None:
-                old = acc[index]
-                if old is None or old[3] < exemplar[3]:
-                    acc[index] = exemplar
-
-
-def _read_live(path: str) -> Exemplars:
-    found: Exemplars = {}
+def _read_live(path: str, total: Exemplars) -> None:
+    # A torn slot is read again with the whole file; merging a slot twice changes nothing.
     for _ in range(_REREADS):
-        found, torn = read_file(path)
-        if not torn:
-            break
-    return found
+        if not read_file(path, total)[1]:
+            return
 
 
 def write_file(path: str, exemplars: Exemplars) -> None:
     """Write ``exemplars`` to ``path`` in the file format (the archive), whole, by renaming
     a temporary file into place."""
     out = bytearray(_HEADER.size)
-    for text, (_les, slots) in exemplars.items():  # the bounds are in the key
+    for text, slots in exemplars.items():
         raw = text.encode("utf-8")
         out += _ENTRY.pack(len(raw), len(slots))
         out += raw + bytes(_pad(len(raw)) - len(raw))
         for exemplar in slots:
-            out += _EMPTY_SLOT if exemplar is None else _encode(exemplar)
+            out += bytes(SLOT_SIZE) if exemplar is None else _encode(exemplar)
     _HEADER.pack_into(out, 0, len(out), _VERSION)
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as file:
@@ -350,18 +320,18 @@ def collect_exemplars(path: str, is_alive: Callable[[int], bool]) -> Exemplars:
         (live if not pid.isdigit() or is_alive(int(pid)) else dead).append(entry.path)
     total: Exemplars = {}
     with contextlib.suppress(FileNotFoundError):
-        total = read_file(archive)[0]
+        read_file(archive, total)
     if dead:
         for name in dead:
             with contextlib.suppress(FileNotFoundError):
-                merge(total, read_file(name)[0])  # nobody writes it: what is torn stays so
+                read_file(name, total)  # nobody writes it any more: what is torn stays so
         write_file(archive, total)
         for name in dead:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
     for name in live:
         with contextlib.suppress(FileNotFoundError):
-            merge(total, _read_live(name))
+            _read_live(name, total)
     return total
 
 
@@ -385,9 +355,9 @@ def attach_exemplars(
         return
     by_series: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, Exemplar]] = {}
     latest: dict[tuple[str, tuple[tuple[str, str], ...]], Exemplar] = {}
-    for text, (les, slots) in exemplars.items():
+    for text, slots in exemplars.items():
         try:
-            family, names, values, _ = json.loads(text)
+            family, names, values, les = json.loads(text)
             labels = tuple(sorted(zip(names, values, strict=True)))
         except (ValueError, TypeError):
             continue

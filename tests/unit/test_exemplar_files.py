@@ -67,11 +67,10 @@ def test_several_processes_latest_wins_and_the_dead_are_kept(tmp_path: Path) -> 
     assert {exemplar_file_name(pid) for pid in (first, second, third)} <= {
         p.name for p in tmp_path.iterdir()}
     found = collect_exemplars(str(tmp_path), is_alive)
-    les, slots = found[key_text("/a")]
-    assert les == LES
+    slots = found[key_text("/a")]
     assert slots[0] is None and slots[2] is None
     assert slots[1] is not None and slots[1][:3] == (0xA3, 0xA4, 0.5)
-    assert found[key_text("/b")][1][0][:2] == (0xB2, 0xB3)  # type: ignore[index]
+    assert found[key_text("/b")][0][:2] == (0xB2, 0xB3)  # type: ignore[index]
     # Compacted: the dead workers' files are gone, their exemplars are in the archive.
     assert sorted(p.name for p in tmp_path.iterdir()) == [ARCHIVE_NAME]
     assert collect_exemplars(str(tmp_path), is_alive) == found
@@ -79,18 +78,18 @@ def test_several_processes_latest_wins_and_the_dead_are_kept(tmp_path: Path) -> 
     live = open_file(tmp_path)
     live.record(("GET", "/a", "200"), 1, 0xC0FFEE, 7, 0.25)
     again = collect_exemplars(str(tmp_path), is_alive)
-    assert again[key_text("/a")][1][1][:3] == (0xC0FFEE, 7, 0.25)  # type: ignore[index]
+    assert again[key_text("/a")][1][:3] == (0xC0FFEE, 7, 0.25)  # type: ignore[index]
     assert again[key_text("/b")] == found[key_text("/b")]
     live.close()
 
 
 def test_latest_wins_by_timestamp_not_by_file_order(tmp_path: Path) -> None:
-    older: Exemplars = {key_text("/a"): (LES, [(1, 1, 0.05, 100.0), None, (3, 3, 9.0, 300.0)])}
-    newer: Exemplars = {key_text("/a"): (LES, [(2, 2, 0.07, 200.0), None, None])}
+    older: Exemplars = {key_text("/a"): [(1, 1, 0.05, 100.0), None, (3, 3, 9.0, 300.0)]}
+    newer: Exemplars = {key_text("/a"): [(2, 2, 0.07, 200.0), None, None]}
     for pid, content in ((dead_pid(), newer), (dead_pid(), older)):
         write_file(str(tmp_path / exemplar_file_name(pid)), content)
     found = collect_exemplars(str(tmp_path), is_alive)
-    assert found == {key_text("/a"): (LES, [(2, 2, 0.07, 200.0), None, (3, 3, 9.0, 300.0)])}
+    assert found == {key_text("/a"): [(2, 2, 0.07, 200.0), None, (3, 3, 9.0, 300.0)]}
 
 
 def test_trace_ids_keep_all_128_bits(tmp_path: Path) -> None:
@@ -100,7 +99,7 @@ def test_trace_ids_keep_all_128_bits(tmp_path: Path) -> None:
     exemplars.record(("GET", "/a", "200"), 2, trace_id, span_id, 12.5)
     found, torn = read_file(str(tmp_path / exemplar_file_name(os.getpid())))
     assert not torn
-    slot = found[key_text("/a")][1][2]
+    slot = found[key_text("/a")][2]
     assert slot is not None and slot[:3] == (trace_id, span_id, 12.5)
     assert abs(slot[3] - time.time()) < 60
     exemplars.close()
@@ -123,12 +122,12 @@ def test_a_worker_file_and_the_archive_stay_bounded(tmp_path: Path) -> None:
     # 300 dead workers (PIDs past Linux's largest pid_max), each with the same 20 series:
     # the archive holds 20 series, each bucket the latest exemplar.
     for worker in range(300):
-        content: Exemplars = {key_text(f"/r{n}"): (LES, [(worker + 1, n, 0.5, float(worker)),
-                                                         None, None]) for n in range(20)}
+        content: Exemplars = {key_text(f"/r{n}"): [(worker + 1, n, 0.5, float(worker)),
+                                                   None, None] for n in range(20)}
         write_file(str(tmp_path / exemplar_file_name(2**23 + worker)), content)
     found = collect_exemplars(str(tmp_path), is_alive)
     assert len(found) == 20
-    assert all(slots[0] is not None and slots[0][0] == 300 for _, slots in found.values())
+    assert all(slots[0] is not None and slots[0][0] == 300 for slots in found.values())
     archive = (tmp_path / ARCHIVE_NAME).stat().st_size
     assert archive <= 8 + 20 * entry
     assert sorted(p.name for p in tmp_path.iterdir()) == [ARCHIVE_NAME]
@@ -137,21 +136,20 @@ def test_a_worker_file_and_the_archive_stay_bounded(tmp_path: Path) -> None:
 def test_a_torn_slot_is_skipped_not_shown(tmp_path: Path) -> None:
     pid = dead_pid()
     path = tmp_path / exemplar_file_name(pid)
-    write_file(str(path), {key_text("/a"): (LES, [(1, 1, 0.05, 100.0), (2, 2, 0.5, 200.0),
-                                                   None])})
+    write_file(str(path), {key_text("/a"): [(1, 1, 0.05, 100.0), (2, 2, 0.5, 200.0), None]})
     data = bytearray(path.read_bytes())
     first_slot = len(data) - 3 * SLOT_SIZE
     data[first_slot + 3] ^= 0xFF  # a trace ID byte changed, its checksum not
     path.write_bytes(bytes(data))
     found, torn = read_file(str(path))
     assert torn
-    assert found[key_text("/a")][1] == [None, (2, 2, 0.5, 200.0), None]
+    assert found[key_text("/a")] == [None, (2, 2, 0.5, 200.0), None]
 
 
 def test_a_truncated_file_shows_its_complete_entries(tmp_path: Path) -> None:
     path = tmp_path / exemplar_file_name(dead_pid())
-    write_file(str(path), {key_text("/a"): (LES, [(1, 1, 0.05, 100.0), None, None]),
-                           key_text("/b"): (LES, [(2, 2, 0.05, 100.0), None, None])})
+    write_file(str(path), {key_text("/a"): [(1, 1, 0.05, 100.0), None, None],
+                           key_text("/b"): [(2, 2, 0.05, 100.0), None, None]})
     data = path.read_bytes()
     path.write_bytes(data[:-10])  # killed while appending /b: the header says more
     found, _ = read_file(str(path))
@@ -168,8 +166,8 @@ def test_a_forked_child_writes_its_own_file(tmp_path: Path) -> None:
     assert child.exitcode == 0 and child.pid is not None
     mine, _ = read_file(str(tmp_path / exemplar_file_name(os.getpid())))
     theirs, _ = read_file(str(tmp_path / exemplar_file_name(child.pid)))
-    assert mine[key_text("/a")][1][0][0] == 1  # type: ignore[index]
-    assert theirs[key_text("/a")][1][0][0] == 2  # type: ignore[index]
+    assert mine[key_text("/a")][0][0] == 1  # type: ignore[index]
+    assert theirs[key_text("/a")][0][0] == 2  # type: ignore[index]
     exemplars.close()
 
 
@@ -249,6 +247,6 @@ def test_an_exemplar_in_the_first_and_last_bucket(tmp_path: Path, value: float) 
     exemplars.record(("GET", "/a", "200"), 0, 5, 6, value)
     exemplars.record(("GET", "/a", "200"), 2, 7, 8, value)
     found = collect_exemplars(str(tmp_path), is_alive)
-    slots = found[key_text("/a")][1]
+    slots = found[key_text("/a")]
     assert [slot[0] if slot else None for slot in slots] == [5, None, 7]
     exemplars.close()
