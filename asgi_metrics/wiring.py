@@ -24,6 +24,7 @@ from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
 from asgi_metrics.multiprocess.directory import check_directory, multiproc_dir
+from asgi_metrics.multiprocess.self_metrics_files import SelfMetricsFiles
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
@@ -78,6 +79,9 @@ def build(settings: Settings) -> Parts:
             names, settings.const_labels, settings.buckets, settings.size_buckets,
             settings.max_label_sets, on_overflow=on_overflow, directory=directory,
         )
+        if names.own is not None:
+            # Summed over the workers from the directory, as the store's counters are.
+            self_metrics.mirror_to(SelfMetricsFiles(names.own, settings.const_labels))
     else:
         warn_if_several_workers()
         store = RequestStore(
