@@ -8,8 +8,9 @@ constructed, and keep what it returns.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgi_metrics.core.failures import FailureLog
 from asgi_metrics.core.in_flight import InFlightRequests
@@ -18,17 +19,20 @@ from asgi_metrics.core.naming import MetricNames, metric_names
 from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
 from asgi_metrics.core.self_metrics import SelfMetrics
-from asgi_metrics.core.settings import ConfigurationError, Settings
+from asgi_metrics.core.settings import Settings
 from asgi_metrics.core.store import RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
 from asgi_metrics.multiprocess.directory import check_directory, multiproc_dir
+from asgi_metrics.multiprocess.in_flight_routes import InFlightPublisher
 from asgi_metrics.multiprocess.self_metrics_files import SelfMetricsFiles
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
 from asgi_metrics.otel.spans import AVAILABLE as OTEL_AVAILABLE
+
+_labels_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,27 @@ class Parts:
     #: The library's counts about itself (folds, failures, scrapes).
     self_metrics: SelfMetrics | None = None
 
+    #: The request-derived labels made so far, by the header access they read with.
+    _labels: dict[type, RequestLabels] = field(default_factory=dict, repr=False)
+
     def request_labels(self, access: HeaderAccess) -> RequestLabels | None:
         """The request-derived labels for an adapter reading headers with ``access``, or
-        ``None`` when none are declared."""
+        ``None`` when none are declared. One per kind of access for these parts, so every
+        adapter instance sharing a store (Django's handlers) shares each label's bound."""
         settings = self.settings
         if not settings.labels:
             return None
-        on_fold = self.self_metrics.count_fold if self.self_metrics is not None else None
-        return RequestLabels(
-            settings.labels, access, settings.max_label_values, self.recorder.failures, on_fold
-        )
+        with _labels_lock:
+            labels = self._labels.get(type(access))
+            if labels is None:
+                on_fold = (
+                    self.self_metrics.count_fold if self.self_metrics is not None else None
+                )
+                labels = self._labels[type(access)] = RequestLabels(
+                    settings.labels, access, settings.max_label_values,
+                    self.recorder.failures, on_fold,
+                )
+        return labels
 
 
 def build(settings: Settings) -> Parts:
@@ -90,13 +105,10 @@ def build(settings: Settings) -> Parts:
         )
     in_flight = None
     if settings.in_flight_by_route:
-        if directory is not None:
-            raise ConfigurationError(
-                "setting 'in_flight_by_route': not available in multiprocess mode yet"
-                " (PROMETHEUS_MULTIPROC_DIR is set): a scrape answered by one worker cannot"
-                " see which route another worker's requests are in"
-            )
         in_flight = InFlightRequests()
+        if directory is not None:
+            # Each worker publishes its own by route, from a thread of its own.
+            InFlightPublisher(in_flight, names.in_flight, settings.const_labels, failures)
     recorder = Recorder(
         settings, names, store, otel_metrics.build(settings), failures, in_flight=in_flight
     )

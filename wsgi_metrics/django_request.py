@@ -114,7 +114,7 @@ class Pending:
         recorder = self.recorder
         route = route_or_unmatched(recorder.failures, tracked_route, self.request)
         labels = self.labels
-        values = () if labels is None else labels.values(
+        values = () if labels is None or not recorder.records(route) else labels.values(
             self.request, response, self.method, route, status, self.assigned
         )
         # A non-streaming response is handed over whole: its first byte is its last one,

@@ -18,7 +18,11 @@ from typing import Any
 
 from asgi_metrics.core.labels import CLIENT_CLOSED_STATUS
 from asgi_metrics.core.recorder import Recorder
-from asgi_metrics.core.request_labels import RequestLabels, close_assignments
+from asgi_metrics.core.request_labels import (
+    RequestLabels,
+    close_assignments,
+    enter_assignments,
+)
 from asgi_metrics.core.rules import declared_length, has_header, route_or_unmatched
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
@@ -184,6 +188,18 @@ class Exchange:
             self.assignments = None
             close_assignments(assignments)
 
+    def hold_assignments(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        """For a response handed to Werkzeug's test client, which reads it when the test
+        asks (interleaved with other requests) and may never close it: the request's
+        set_label values stop being current now, and are current again only while its
+        body is read (see :class:`HeldBody`)."""
+        assigned, token = self.assigned, self.assignments
+        if assigned is None or token is None:
+            return result
+        self.assignments = None
+        close_assignments(token)
+        return HeldBody(result, assigned)
+
     def answer_error(
         self, start_response: StartResponse, exc: Exception
     ) -> Iterable[bytes] | None:
@@ -323,7 +339,7 @@ class Exchange:
             )
         # Positional: this is per request, and keyword arguments cost more.
         labels = plan.labels
-        if labels is None:
+        if labels is None or not plan.recorder.records(route):
             plan.recorder.finish(
                 self.method, route, status, duration, self.in_flight, exc, self.ttfb,
                 request_size, self.response_size, self.span_ids, self.scheme,
@@ -399,6 +415,40 @@ class SizedMeasuringExchange(MeasuringExchange):
 
     def __len__(self) -> int:
         return len(self.iterable)  # type: ignore[arg-type]
+
+
+class HeldBody:
+    """The app's iterable of a response held by Werkzeug's test client: each chunk is
+    taken with the request's set_label values current, so a streamed body's set_label
+    reaches its own request and nothing in between does. ``close()`` is the app's."""
+
+    __slots__ = ("_assigned", "_inner")
+
+    def __init__(self, inner: Iterable[bytes], assigned: dict[str, object]) -> None:
+        self._inner = inner
+        self._assigned = assigned
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._inner)
+        while True:
+            token = enter_assignments(self._assigned)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                close_assignments(token)
+            yield chunk
+
+    def __len__(self) -> int:
+        # Asked only when the app's iterable has len() (the Sized exchanges).
+        return len(self._inner)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Close the app's iterable."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
 
 
 class ErrorBody:

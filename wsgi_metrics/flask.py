@@ -47,11 +47,13 @@ class Metrics:
             )
         options = {**configured, **self.options}
         route_resolver = options.pop("route_resolver", None)
+        settings = Settings.build(options)
         middleware = MetricsMiddleware.from_settings(
             app.wsgi_app,
-            Settings.build(options),
+            settings,
             route_resolver=route_resolver,
-            framework=FlaskRoutes(app),
+            # Disabled: a pass-through, which hooks nothing into Flask.
+            framework=FlaskRoutes(app) if settings.enabled else None,
         )
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.extensions[EXTENSION_KEY] = middleware

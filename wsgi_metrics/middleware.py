@@ -190,14 +190,16 @@ class MetricsMiddleware:
         # What goes back to the server: the exchange around the app's iterable, or the
         # server's own file wrapper with its close() observed.
         wrapper = environ.get("wsgi.file_wrapper")
+        body: Iterable[bytes] = result
         if wrapper is None:
             if from_test_client(environ, start_response):
                 self._handed.add(exchange)
+                body = exchange.hold_assignments(result)
         elif isinstance(wrapper, type) and isinstance(result, wrapper):
             passed = exchange.pass_file(result)
             if passed is not None:
                 return passed  # type: ignore[no-any-return]
-        exchange.iterable = result
+        exchange.iterable = body
         if hasattr(result, "__len__"):
             # Servers may use len() (a one-item list lets wsgiref set Content-Length), so
             # it stays visible. Same layout, so switching the class is safe and cheaper
@@ -215,6 +217,11 @@ class MetricsMiddleware:
         try:
             method = self._methods(environ.get("REQUEST_METHOD"))
             counted = method is not None and self._counts(path)
+            if not counted and self._plan.labels is not None:
+                # Its set_label calls go to a dict nobody reads, not to the assignments
+                # still current from an earlier request whose response nothing closed
+                # (Werkzeug's test client), which would be recorded with them.
+                open_assignments()
             if not counted and correlation is None:
                 return None
             exchange = self._bodies[0](

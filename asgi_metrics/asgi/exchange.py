@@ -60,10 +60,7 @@ class Plan:
         # Body sizes and the time to first byte cost per message: only measured when
         # one of their histograms is on.
         measuring = settings.time_to_first_byte or settings.request_size or settings.response_size
-        if labels is None:
-            self.exchange: type[Exchange] = MeasuringExchange if measuring else Exchange
-        else:
-            self.exchange = LabelledMeasuringExchange if measuring else LabelledExchange
+        self.exchange: type[Exchange] = MeasuringExchange if measuring else Exchange
 
 
 class Exchange:
@@ -72,8 +69,8 @@ class Exchange:
     #: Whether the request is counted (in flight now, recorded at the end).
     counted = True
 
-    #: Set by the labelled variants only.
-    head: Message | None
+    #: Set only when labels are declared: the request's set_label values, and the label
+    #: values it was recorded with (for a late exception).
     assigned: dict[str, object] | None
     label_values: tuple[str, ...]
 
@@ -116,6 +113,16 @@ class Exchange:
         self.cid = cid
         self.id_header: Header | None = None
         self.token = token
+        #: The response start the app sent (read by response-header labels).
+        self.head: Message | None = None
+        if plan.labels is not None:
+            # A new dict for set_label, current in the request's context from here on
+            # (the app runs in it). Not reset afterwards: every ASGI request runs in a
+            # task, and so a context, of its own, and a later request in the same context
+            # (a test client's) gets a new dict here; a reset would cost a frame around
+            # every request.
+            self.assigned = fresh_assignments()
+            self.label_values = ()
 
     async def receive(self) -> Message:
         """The ``receive`` the app gets: notes a disconnect."""
@@ -133,6 +140,7 @@ class Exchange:
             if not message.get("more_body") and not self.trailers and not self.done:
                 return self._send_last(message)
         elif kind == "http.response.start":
+            self.head = message
             # A response started after the client went away reaches nobody (often
             # Starlette's 500 for ClientDisconnect): the client closed the request.
             self.status = (
@@ -199,13 +207,14 @@ class Exchange:
             reported = self.scope.get(EXCEPTION_KEY)
             exc = reported if isinstance(reported, BaseException) else None
         labels = plan.labels
-        if labels is None:
+        if labels is None or not plan.recorder.records(route):
+            # No labels, or a request that is not recorded (do_not_track, unmatched with
+            # count_unmatched=False): no label is read, none takes a value's place.
             plan.recorder.finish(
                 self.method, route, status, end - self.start, self.in_flight, exc,
                 self.ttfb, self.request_size, self.response_size, exemplar, self.scheme,
             )
             return
-        # A labelled exchange (see _Labelled), which has these set.
         self.label_values = values = labels.values(
             self.scope, self.head, self.method, route, status, self.assigned
         )
@@ -299,46 +308,3 @@ class UncountedExchange(Exchange):
 
     def late_exception(self, exc: BaseException) -> None:
         pass
-
-
-class _Labelled(Exchange):
-    """With request-derived labels: keeps the response start (for response-header labels)
-    and the request's :func:`~asgi_metrics.core.request_labels.set_label` values."""
-
-    __slots__ = ()
-
-    def __init__(
-        self,
-        plan: Plan,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        method: str,
-        cid: str | None,
-        token: Token[str | None] | None,
-    ) -> None:
-        super().__init__(plan, scope, receive, send, method, cid, token)
-        self.head = None
-        # A new dict for set_label, current in the request's context from here on (the
-        # app runs in it). Not reset afterwards: every ASGI request runs in a task, and so
-        # a context, of its own, and a later request in the same context (a test client's)
-        # gets a new dict here; a reset would cost a frame around every request.
-        self.assigned = fresh_assignments()
-        self.label_values = ()
-
-    def send(self, message: Message) -> Awaitable[None]:
-        if message["type"] == "http.response.start":
-            self.head = message
-        return super().send(message)
-
-
-class LabelledExchange(_Labelled):
-    """An :class:`Exchange` with request-derived labels."""
-
-    __slots__ = ()
-
-
-class LabelledMeasuringExchange(_Labelled, MeasuringExchange):
-    """A :class:`MeasuringExchange` with request-derived labels."""
-
-    __slots__ = ()

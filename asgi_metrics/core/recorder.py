@@ -193,9 +193,7 @@ class Recorder:
     ) -> None:
         try:
             ended = self._leave(method, in_flight)
-            if route is UNTRACKED_ROUTE or (
-                not self._count_unmatched and route == UNMATCHED_ROUTE
-            ):
+            if not self.records(route):
                 if ended is not None:
                     self.store.end(ended)
                 return
@@ -222,6 +220,15 @@ class Recorder:
             except Exception as failure:
                 self.failures.report("recording a request (OpenTelemetry)", failure)
 
+    def records(self, route: str) -> bool:
+        """Whether a request to ``route`` is recorded: not a ``do_not_track`` route, nor
+        ``__unmatched__`` with ``count_unmatched=False``. Adapters read a request's
+        label values only then, so a request never recorded calls no label source and
+        takes none of a label's ``max_label_values`` places."""
+        return route is not UNTRACKED_ROUTE and (
+            self._count_unmatched or route != UNMATCHED_ROUTE
+        )
+
     def _leave(self, method: str, in_flight: object) -> str | None:
         """Take the request out of the in-flight requests; the method the store's gauge
         still has to count down (``None``: nothing, or done here)."""
@@ -236,7 +243,7 @@ class Recorder:
     ) -> None:
         """Count an exception raised after the request was already recorded (a streaming
         body that failed after its last chunk, a background task)."""
-        if route is UNTRACKED_ROUTE or (not self._count_unmatched and route == UNMATCHED_ROUTE):
+        if not self.records(route):
             return
         try:
             self.store.count_exception((method, route, type(exc).__qualname__, *labels))

@@ -84,6 +84,15 @@ def close_assignments(token: Token[dict[str, object] | None] | None) -> None:
             _assigned.reset(token)
 
 
+def enter_assignments(
+    assigned: dict[str, object],
+) -> Token[dict[str, object] | None]:
+    """Make a request's assignments (from :func:`open_assignments`) current again, for a
+    moment of that request that runs outside it (a held response's body read later);
+    undo with :func:`close_assignments`."""
+    return _assigned.set(assigned)
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a label's value comes from, as declared in the ``labels`` setting.

@@ -445,3 +445,18 @@ async def test_self_metrics_count_folds_overflows_failures_and_scrapes() -> None
     assert sample(families, "http_metrics_scrapes_total", {"result": "unauthorized"}) == 1.0
     assert sample(families, "http_metrics_scrapes_total", {"result": "answered"}) == 2.0
     assert sample(families, "http_metrics_scrape_render_seconds_count") == 1.0
+
+
+async def test_requests_never_recorded_take_no_label_value_places() -> None:
+    app = labelled(
+        fastapi_app(), labels={"tenant": from_header("X-Tenant")}, max_label_values=2,
+        count_unmatched=False,
+    )
+    async with client(app) as http:
+        for probe in ("probe1", "probe2"):
+            await http.get("/health", headers={"x-tenant": probe})  # do_not_track
+            await http.get("/nowhere", headers={"x-tenant": probe})  # unmatched, dropped
+        for tenant in ("acme", "beta"):
+            await http.get("/users/1", headers={"x-tenant": tenant})
+    families = await scrape(app)
+    assert {labels["tenant"] for labels, _ in samples(families, REQUEST)} == {"acme", "beta"}
