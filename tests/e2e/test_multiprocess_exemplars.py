@@ -14,6 +14,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -86,19 +87,23 @@ def prometheus_exemplars(prometheus: PrometheusServer, query: str) -> dict[str, 
 def test_prometheus_stores_exemplars_from_every_worker_and_a_killed_ones_stay(
     server: Server,
 ) -> None:
-    # One request per route, each with its own trace ID, on fresh connections so gunicorn's
-    # workers share them; more rounds (bounded) until at least two workers have served.
+    # One request per route, each with its own trace ID, three at a time on fresh
+    # connections so gunicorn's workers share them (one after the other, the worker that
+    # just answered tends to accept the next); more rounds (bounded) until the latest
+    # requests of the routes were served by at least two workers.
     served: dict[str, tuple[int, str]] = {}  # route -> (pid, trace ID) of its latest request
     sent: dict[str, set[str]] = {}  # route -> every trace ID sent
-    for attempt in range(5):
-        for n in range(ROUTES):
-            trace_id = f"{attempt + 1:02x}{n + 1:02x}" + "ab" * 14
-            pid, seen = traced_get(server, f"/r/{n}", trace_id)
-            assert seen == trace_id
-            served[f"/r/{n}"] = (pid, trace_id)
-            sent.setdefault(f"/r/{n}", set()).add(trace_id)
-        if len({pid for pid, _ in served.values()}) >= 2:
-            break
+    with ThreadPoolExecutor(3) as pool:
+        for attempt in range(10):
+            trace_ids = [f"{attempt + 1:02x}{n + 1:02x}" + "ab" * 14 for n in range(ROUTES)]
+            answers = list(pool.map(lambda n: traced_get(server, f"/r/{n}", trace_ids[n]),  # noqa: B023
+                                    range(ROUTES)))
+            for n, (pid, seen) in enumerate(answers):
+                assert seen == trace_ids[n]
+                served[f"/r/{n}"] = (pid, trace_ids[n])
+                sent.setdefault(f"/r/{n}", set()).add(trace_ids[n])
+            if len({pid for pid, _ in served.values()}) >= 2:
+                break
     pids = {pid for pid, _ in served.values()}
     assert len(pids) >= 2, served
 

@@ -19,7 +19,7 @@ StartResponse = Callable[..., Any]
 
 
 def _route(environ: dict[str, Any]) -> str | None:
-    path = environ.get("PATH_INFO", "/")
+    path = str(environ.get("PATH_INFO", "/"))
     if path.startswith("/r/") and path[3:].isdigit() and int(path[3:]) < ROUTES:
         return path  # one template per n
     return None
