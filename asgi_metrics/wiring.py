@@ -20,12 +20,13 @@ from asgi_metrics.core.recorder import Recorder
 from asgi_metrics.core.request_labels import HeaderAccess, RequestLabels
 from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import Settings
-from asgi_metrics.core.store import RequestStore
+from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
 from asgi_metrics.multiprocess.directory import check_directory, multiproc_dir
 from asgi_metrics.multiprocess.in_flight_routes import InFlightPublisher
+from asgi_metrics.multiprocess.native_store import NativeMultiprocessStore
 from asgi_metrics.multiprocess.self_metrics_files import SelfMetricsFiles
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
@@ -93,6 +94,12 @@ def build(settings: Settings) -> Parts:
         store = MultiprocessStore(
             names, settings.const_labels, settings.buckets, settings.size_buckets,
             settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+        ) if not settings.native_histograms else NativeMultiprocessStore(
+            names, settings.const_labels, settings.buckets, settings.size_buckets,
+            settings.max_label_sets, on_overflow=on_overflow, directory=directory,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
         if names.own is not None:
             # Summed over the workers from the directory, as the store's counters are.
@@ -102,6 +109,12 @@ def build(settings: Settings) -> Parts:
         store = RequestStore(
             settings.buckets, settings.size_buckets, settings.max_label_sets,
             on_overflow=on_overflow,
+        ) if not settings.native_histograms else NativeRequestStore(
+            settings.buckets, settings.size_buckets, settings.max_label_sets,
+            on_overflow=on_overflow,
+            bucket_factor=settings.native_histogram_bucket_factor,
+            max_buckets=settings.native_histogram_max_buckets,
+            zero_threshold=settings.native_histogram_zero_threshold,
         )
     in_flight = None
     if settings.in_flight_by_route:

@@ -144,6 +144,17 @@ def build_ours_label(extra_routes: int = 0) -> ASGIApp:
     return app
 
 
+def build_ours_native(extra_routes: int = 0) -> ASGIApp:
+    """Ours with native histograms on (the duration histogram's native form)."""
+    from asgi_metrics import MetricsMiddleware
+
+    app = make_starlette(extra_routes)
+    app.add_middleware(
+        MetricsMiddleware, native_histograms=True, **registry_kwargs(MetricsMiddleware)
+    )
+    return app
+
+
 def _with_sampled_span(app: ASGIApp) -> ASGIApp:
     """``app`` served with a sampled span current, as under an OpenTelemetry middleware.
 
@@ -196,11 +207,13 @@ CORRELATION = "ours + correlation IDs"
 SPAN_NO_EXEMPLARS = "ours in a sampled span, exemplars off"
 SPAN_EXEMPLARS = "ours in a sampled span, exemplars on"
 LABEL = "ours + one header label"
+NATIVE = "ours + native histograms"
 #: option -> (variant with it, the same without it): the option's cost is the difference.
 OPTION_PAIRS: dict[str, tuple[str, str]] = {
     "correlation IDs": (CORRELATION, "ours"),
     "exemplars (sampled span)": (SPAN_EXEMPLARS, SPAN_NO_EXEMPLARS),
     "one header label": (LABEL, "ours"),
+    "native histograms": (NATIVE, "ours"),
 }
 
 VARIANTS: tuple[Variant, ...] = (
@@ -216,6 +229,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(SPAN_NO_EXEMPLARS, "option", _build_ours_in_span(exemplars=False)),
     Variant(SPAN_EXEMPLARS, "option", _build_ours_in_span(exemplars=True)),
     Variant(LABEL, "option", build_ours_label),
+    Variant(NATIVE, "option", build_ours_native),
 )
 
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}

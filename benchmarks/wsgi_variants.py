@@ -50,6 +50,17 @@ def build_ours_correlation() -> WSGIApp:
     return app
 
 
+def build_ours_native() -> WSGIApp:
+    """Ours with native histograms on (the duration histogram's native form)."""
+    from wsgi_metrics import MetricsMiddleware
+
+    app = make_flask()
+    app.wsgi_app = MetricsMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, native_histograms=True, **registry_kwargs(MetricsMiddleware)
+    )
+    return app
+
+
 def build_flask_exporter() -> WSGIApp:
     from prometheus_flask_exporter import PrometheusMetrics
 
@@ -88,10 +99,12 @@ def build_ours_label() -> WSGIApp:
 
 CORRELATION = "ours + correlation IDs"
 LABEL = "ours + one header label"
+NATIVE = "ours + native histograms"
 #: option -> (variant with it, variant without it).
 OPTION_PAIRS: dict[str, tuple[str, str]] = {
     "correlation IDs": (CORRELATION, "ours"),
     "one header label": (LABEL, "ours"),
+    "native histograms": (NATIVE, "ours"),
 }
 
 
@@ -110,6 +123,7 @@ VARIANTS: tuple[Variant, ...] = (
     # Our options, measured against ours (see OPTION_PAIRS): what each one adds.
     Variant(CORRELATION, "option", build_ours_correlation),
     Variant(LABEL, "option", build_ours_label),
+    Variant(NATIVE, "option", build_ours_native),
 )
 
 BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}

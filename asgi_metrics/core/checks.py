@@ -207,6 +207,26 @@ def max_label_sets(value: Any) -> int:
     return value
 
 
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def bucket_factor(value: Any) -> float:
+    factor = _real(value)
+    if factor is None or not 1.0 < factor < math.inf:
+        raise ConfigurationError(f"expected a finite number greater than 1, got {value!r}")
+    return factor
+
+
+def zero_threshold(value: Any) -> float:
+    threshold = _real(value)
+    if threshold is None or not 0.0 <= threshold < math.inf:
+        raise ConfigurationError(f"expected a finite number of at least 0, got {value!r}")
+    return threshold
+
+
 def bearer_token(value: Any) -> str | None:
     # Messages describe the value's type, never the value: it is a secret.
     if value is None:
@@ -326,6 +346,14 @@ def env_int(raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(f"expected a whole number, got {raw!r}") from None
+
+
+def env_float(raw: str) -> float:
+    """A number: ``1.1``, ``2.9e-39``."""
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"expected a number, got {raw!r}") from None
 
 
 def env_optional_path(raw: str) -> str | None:

@@ -173,6 +173,21 @@ class Settings:
     in_flight_by_route: bool = _setting(False, checks.boolean, checks.env_bool)
     #: Count requests no route claimed, under ``__unmatched__``; ``False`` drops them.
     count_unmatched: bool = _setting(True, checks.boolean, checks.env_bool)
+    #: Also keep a native (sparse, exponential-bucket) form of every histogram, served in
+    #: protobuf scrapes beside the classic buckets (docs/native_histograms.md).
+    native_histograms: bool = _setting(False, checks.boolean, checks.env_bool)
+    #: The widest ratio allowed between a native bucket's upper and lower bound: the
+    #: schema is the largest whose factor ``2**(2**-schema)`` is at most this (as
+    #: client_golang's ``NativeHistogramBucketFactor``).
+    native_histogram_bucket_factor: float = _setting(
+        1.1, checks.bucket_factor, checks.env_float
+    )
+    #: The most native buckets one series keeps; past it the series halves its resolution.
+    native_histogram_max_buckets: int = _setting(160, checks.positive_int, checks.env_int)
+    #: Observations at most this (and 0) go into the native zero bucket.
+    native_histogram_zero_threshold: float = _setting(
+        2.0**-128, checks.zero_threshold, checks.env_float
+    )
 
     @property
     def target_registry(self) -> CollectorRegistry:

@@ -21,6 +21,10 @@ A histogram series is one list ``[sum, n_0, ..., n_k]``: the sum and the per-buc
 (not cumulative; the last one is ``+Inf``). The request count is the sum of the bucket
 counts, so ``_count``, the ``+Inf`` bucket and ``http_requests_total`` always agree.
 
+With native histograms on, :class:`NativeRequestStore` keeps each series' native buckets
+in the same shard, as the last element of its classic series; a scrape reads both forms of
+one moment (:func:`_copy_native`) and sums the shards at their smallest schema.
+
 Cardinality is capped per family by :class:`~asgi_metrics.core.label_cap.LabelSetCap`: a key
 a shard has not seen yet takes the slow path and asks the cap, under its lock. Keys
 already present never reach the lock.
@@ -33,15 +37,27 @@ import threading
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from time import time
+from dataclasses import dataclass, field, replace
+from math import frexp
+from time import sleep, time
 from typing import Any
 
+from asgi_metrics.core import native
 from asgi_metrics.core.label_cap import LabelSetCap
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.native import NativeSeries
 
 Series = list[float]
+#: The native form of one histogram series in one shard, kept as the last element of its
+#: classic series (so one lookup finds both): ``[buckets, bounds, mult, add, shift]``, the
+#: last four its schema's :class:`~asgi_metrics.core.native.Bucketing` constants.
+#: ``buckets`` maps bucket index -> count, and holds the schema under :data:`SCHEMA_KEY`
+#: and the zero bucket under :data:`ZERO_KEY` (outside the range of bucket indices), so
+#: that one ``dict.copy()`` reads all three together.
+NativeState = list[Any]
+SCHEMA_KEY = 1 << 40
+ZERO_KEY = SCHEMA_KEY + 1
+_INF = float("inf")
 #: (trace_id, span_id, observed value, unix timestamp); the IDs as integers.
 Exemplar = tuple[int, int, float, float]
 #: One slot per duration bucket (the last one ``+Inf``); ``None`` until one is seen.
@@ -50,7 +66,7 @@ ExemplarSlots = list["Exemplar | None"]
 
 class _Shard:
     __slots__ = ("exceptions", "exemplars", "in_flight", "request_size", "requests",
-                 "response_size", "ttfb")
+                 "response_size", "retired_native", "ttfb")
 
     def __init__(self) -> None:
         self.requests: dict[Key, Series] = {}
@@ -60,6 +76,10 @@ class _Shard:
         self.request_size: dict[Key, Series] = {}
         self.response_size: dict[Key, Series] = {}
         self.exemplars: dict[Key, ExemplarSlots] = {}
+        # Only in the retired shard: the native series folded in from ended threads.
+        self.retired_native: dict[str, dict[Key, NativeSeries]] = {
+            name: {} for name in _HISTOGRAMS
+        }
 
 
 class _Owner:
@@ -114,6 +134,9 @@ class Snapshot:
 
 
 _HISTOGRAMS = ("requests", "ttfb", "request_size", "response_size")
+#: How often a scrape reads a native series again when a request was being recorded into
+#: it at that moment, before it gives up on an identical count (see _copy_native).
+_CONSISTENT_READS = 100
 
 
 class RequestStore:
@@ -145,6 +168,8 @@ class RequestStore:
         self.max_label_sets = max_label_sets
         self._cap = LabelSetCap(max_label_sets, on_overflow)
         self._admit = self._cap.admit
+        #: How shards' native series are summed; ``None`` keeps no native form.
+        self._native: _NativeConfig | None = None
 
     def label_set_count(self, table: str) -> int:
         """How many distinct keys ``table`` holds across all shards (tests, diagnostics)."""
@@ -254,16 +279,17 @@ class RequestStore:
         """Record the optional histograms (each ``None`` when that one is off)."""
         shard = self._shard()
         if ttfb is not None:
-            self._add("ttfb", shard.ttfb, key, ttfb, self.buckets, self._width)
+            self._add(shard, "ttfb", shard.ttfb, key, ttfb, self.buckets, self._width)
         if request_size is not None:
-            self._add("request_size", shard.request_size, key, request_size,
+            self._add(shard, "request_size", shard.request_size, key, request_size,
                       self.size_buckets, self._size_width)
         if response_size is not None:
-            self._add("response_size", shard.response_size, key, response_size,
+            self._add(shard, "response_size", shard.response_size, key, response_size,
                       self.size_buckets, self._size_width)
 
     def _add(
         self,
+        shard: _Shard,
         name: str,
         table: dict[Key, Series],
         key: Key,
@@ -297,7 +323,7 @@ class RequestStore:
         with self._lock:
             self._settle()
             for shard in (self._retired, *self._shards):
-                _add_shard(total, shard)
+                _add_shard(total, shard, self._native)
         return total
 
     def _settle(self) -> None:
@@ -316,7 +342,153 @@ class RequestStore:
         self._shards = [shard for shard in (*self._shards, *born) if id(shard) not in gone]
         for shard in ended:
             # Its owner is gone with the thread's storage: nothing writes to it any more.
-            _add_shard(self._retired, shard)
+            _add_shard(self._retired, shard, self._native)
+
+
+class NativeRequestStore(RequestStore):
+    """A :class:`RequestStore` that also keeps the native form of every histogram series
+    (``native_histograms=True``), in the same per-thread shards, without a lock.
+
+    Each classic series carries its native state as its last element (one lookup per
+    request finds both). A request goes into its native bucket (or the zero bucket)
+    first, then into the classic series, so a scrape can read both forms of one moment
+    (:func:`_copy_native`). A series that would hold more than ``max_buckets`` buckets
+    halves its resolution (:func:`~asgi_metrics.core.native.capped`); a scrape sums the
+    shards at their smallest schema and caps the sum too.
+
+    :meth:`observe` and :meth:`_add` are :class:`RequestStore`'s with the native bucket
+    added in the same body: calling the classic method from here would cost a second
+    frame, shard lookup and series lookup per request (about a third of what the native
+    form adds). ``tests/unit/test_native_store.py`` checks that both stores record the
+    same classic numbers, exemplars and in-flight counts.
+    """
+
+    def __init__(
+        self,
+        buckets: tuple[float, ...],
+        size_buckets: tuple[float, ...],
+        max_label_sets: int = 2000,
+        on_overflow: Callable[[str], None] | None = None,
+        *,
+        bucket_factor: float = 1.1,
+        max_buckets: int = 160,
+        zero_threshold: float = native.DEFAULT_ZERO_THRESHOLD,
+    ) -> None:
+        super().__init__(buckets, size_buckets, max_label_sets, on_overflow)
+        self.native_schema = native.pick_schema(bucket_factor)
+        self._native = _NativeConfig(zero_threshold, max_buckets)
+        self._zero = zero_threshold
+        self._max_buckets = max_buckets
+
+    def _new_series(self, table: dict[Key, Series], name: str, key: Key,
+                    width: int) -> tuple[Key, Series]:
+        """The slow path: ``key`` is new to this shard's ``table``."""
+        key = self._admit(name, key)
+        series = table.get(key)
+        if series is None:
+            b = native.BUCKETINGS[self.native_schema]
+            state = [{SCHEMA_KEY: self.native_schema, ZERO_KEY: 0},
+                     b.bounds, b.mult, b.add, b.shift]
+            series = table[key] = [*([0.0] * width), state]  # type: ignore[list-item]
+        return key, series
+
+    def _new_bucket(self, state: NativeState, index: int) -> None:
+        """The slow path: the first request in bucket ``index``; halve the resolution
+        while the series holds more than ``max_buckets`` buckets."""
+        buckets = state[0]
+        buckets[index] = 1
+        schema = buckets[SCHEMA_KEY]
+        if len(buckets) - 2 <= self._max_buckets or schema <= native.SCHEMA_MIN:
+            return
+        real = {i: n for i, n in buckets.items() if i != SCHEMA_KEY and i != ZERO_KEY}
+        schema, real = native.capped(schema, real, self._max_buckets)
+        real[SCHEMA_KEY] = schema
+        real[ZERO_KEY] = buckets[ZERO_KEY]
+        b = native.BUCKETINGS[schema]
+        # One slice assignment: a scrape reads the old state or the new one, never a mix.
+        state[:] = [real, b.bounds, b.mult, b.add, b.shift]
+
+    def _outside(self, state: NativeState, value: float) -> None:
+        """A value at most the zero threshold, +Inf or NaN."""
+        buckets = state[0]
+        if value > self._zero:  # +Inf: the bucket above the largest float's
+            index = native.bucket_index(value, buckets[SCHEMA_KEY])
+            if index in buckets:
+                buckets[index] += 1
+            else:
+                self._new_bucket(state, index)
+        else:  # zero (and NaN, which has no bucket: the two forms' counts must agree)
+            buckets[ZERO_KEY] += 1
+
+    def observe(
+        self,
+        key: Key,
+        duration: float,
+        ended: str | None = None,
+        exemplar: tuple[int, int] | None = None,
+    ) -> None:
+        """:meth:`RequestStore.observe`, and the native bucket (first)."""
+        try:
+            shard = self._local.shard
+        except AttributeError:
+            shard = self._shard()
+        if ended is not None:
+            in_flight = shard.in_flight
+            try:
+                in_flight[ended] -= 1
+            except KeyError:  # started in another thread: the shards still sum right
+                in_flight[ended] = -1
+        requests = shard.requests
+        series = requests.get(key)
+        if series is None:
+            key, series = self._new_series(requests, "requests", key, self._width)
+        state: NativeState = series[-1]
+        buckets, bounds, mult, add, shift = state
+        if self._zero < duration < _INF:
+            frac, exp = frexp(duration)
+            bucket = (bisect_left(bounds, frac) + exp * mult + add) >> shift
+            try:
+                buckets[bucket] += 1
+            except KeyError:
+                self._new_bucket(state, bucket)
+        else:
+            self._outside(state, duration)
+        index = bisect_left(self.buckets, duration)
+        series[0] += duration
+        series[index + 1] += 1
+        if exemplar is not None:
+            exemplars = shard.exemplars
+            slots = exemplars.get(key)
+            if slots is None:
+                slots = exemplars[key] = [None] * (self._width - 1)
+            slots[index] = (exemplar[0], exemplar[1], duration, time())
+
+    def _add(
+        self,
+        shard: _Shard,
+        name: str,
+        table: dict[Key, Series],
+        key: Key,
+        value: float,
+        bounds: tuple[float, ...],
+        width: int,
+    ) -> None:
+        series = table.get(key)
+        if series is None:
+            key, series = self._new_series(table, name, key, width)
+        state: NativeState = series[-1]  # type: ignore[assignment]
+        buckets, frac_bounds, mult, add, shift = state
+        if self._zero < value < _INF:
+            frac, exp = frexp(value)
+            bucket = (bisect_left(frac_bounds, frac) + exp * mult + add) >> shift
+            try:
+                buckets[bucket] += 1
+            except KeyError:
+                self._new_bucket(state, bucket)
+        else:
+            self._outside(state, value)
+        series[0] += value
+        series[bisect_left(bounds, value) + 1] += 1
 
 
 def _take(handed: deque[_Shard]) -> list[_Shard]:
@@ -328,9 +500,17 @@ def _take(handed: deque[_Shard]) -> list[_Shard]:
 
 
 
-def _add_shard(total: Snapshot | _Shard, shard: _Shard) -> None:
+def _add_shard(total: Snapshot | _Shard, shard: _Shard, config: _NativeConfig | None) -> None:
     for name in _HISTOGRAMS:
-        _sum_series(getattr(total, name), getattr(shard, name))
+        if config is None:
+            _sum_series(getattr(total, name), getattr(shard, name))
+            continue
+        _sum_native(total, name, getattr(shard, name), config)
+        if shard.retired_native[name]:
+            target = _native_target(total, name)
+            for key, part in shard.retired_native[name].items():
+                # A copy: the retired shard's own series must not leave with a snapshot.
+                _merge_into(target, key, replace(part, positive=dict(part.positive)), config)
     _sum_counts(total.in_flight, shard.in_flight)
     _sum_counts(total.exceptions, shard.exceptions)
     _latest_exemplars(total.exemplars, shard.exemplars)
@@ -347,6 +527,95 @@ def _sum_series(total: dict[Key, Series], part: dict[Key, Series]) -> None:
         else:
             for index, value in enumerate(values):
                 acc[index] += value
+
+
+@dataclass(frozen=True)
+class _NativeConfig:
+    zero_threshold: float
+    max_buckets: int
+
+
+def _native_target(total: Snapshot | _Shard, name: str) -> dict[Key, NativeSeries]:
+    if isinstance(total, Snapshot):
+        return total.native.setdefault(name, {})
+    return total.retired_native[name]
+
+
+def _merge_into(
+    target: dict[Key, NativeSeries], key: Key, part: NativeSeries, config: _NativeConfig
+) -> None:
+    acc = target.get(key)
+    if acc is None:
+        # ``part`` is the caller's own, fresh: taken as it is when it fits.
+        if len(part.positive) <= config.max_buckets:
+            target[key] = part
+            return
+        schema, positive = native.capped(part.schema, part.positive, config.max_buckets)
+        target[key] = NativeSeries(schema, part.zero_threshold, part.zero_count, part.count,
+                                   part.sum, positive)
+    else:
+        merged = native.merge((acc, part), config.max_buckets)
+        assert merged is not None  # two parts
+        target[key] = merged
+
+
+def _sum_native(
+    total: Snapshot | _Shard, name: str, part: dict[Key, Series], config: _NativeConfig
+) -> None:
+    """Add histogram ``name`` of a shard of a :class:`NativeRequestStore` to ``total``:
+    the classic series to the classic table, their native states (their last element)
+    as :class:`~asgi_metrics.core.native.NativeSeries`, each series read so that both
+    forms count the same requests (see :func:`_copy_native`). The retired shard's classic
+    series carry no native state: its native series are in ``retired_native``."""
+    totals = getattr(total, name)
+    target = _native_target(total, name)
+    for key, series in list(part.items()):
+        if isinstance(series[-1], list):
+            values, native_part = _copy_native(series, config.zero_threshold)
+            _merge_into(target, key, native_part, config)
+        else:
+            values = series[:]
+        acc = totals.get(key)
+        if acc is None:
+            totals[key] = values
+        else:
+            for index, value in enumerate(values):
+                acc[index] += value
+
+
+def _copy_native(series: Series, zero_threshold: float) -> tuple[Series, NativeSeries]:
+    """A live classic series (without its native state) and its native form, counting
+    the same requests.
+
+    The owning thread writes the native form of a request first, then the classic one. So
+    when two copies of the classic series, taken before and after the copy of the native
+    buckets, are equal and count as many requests as the native buckets, no request was
+    half-recorded: all three are of the same moment. Otherwise a request is being
+    recorded: give its thread the GIL (``sleep(0)``) and read again, a bounded number of
+    times (then the native count is its own buckets', which Prometheus requires).
+    """
+    for _ in range(_CONSISTENT_READS):
+        values = series[:]
+        state: NativeState = values.pop()  # type: ignore[assignment]
+        buckets = state[0].copy()
+        again = series[:-1]
+        count = int(sum(values[1:]))
+        schema = buckets.pop(SCHEMA_KEY)
+        zero = buckets.pop(ZERO_KEY)
+        recorded = zero + sum(buckets.values())
+        if recorded == count and again == values:
+            break
+        sleep(0)
+    else:
+        count = recorded
+    return values, NativeSeries(
+        schema=schema,
+        zero_threshold=zero_threshold,
+        zero_count=zero,
+        count=count,
+        sum=values[0],
+        positive=buckets,  # a copy; buckets are made with a count of 1, never empty
+    )
 
 
 def _sum_counts(total: dict[Any, int], part: dict[Any, int]) -> None:

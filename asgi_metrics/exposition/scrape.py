@@ -20,6 +20,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from asgi_metrics.compat import MultiProcessCollector, registered_collectors
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.native import NativeSeries
 from asgi_metrics.core.self_metrics import SelfMetrics
 from asgi_metrics.core.settings import DEFAULT_MAX_CONCURRENT_SCRAPES
 from asgi_metrics.exposition.auth import Headers, MetricsAuth
@@ -31,8 +33,10 @@ from asgi_metrics.multiprocess.directory import (
     DirectoryCollector,
     add_request_counters,
     collect_directory,
+    collect_directory_with_native,
     multiproc_dir,
 )
+from asgi_metrics.multiprocess.native_files import native_lookup
 
 #: (status, headers, body) of an answer to a scrape.
 Answer = tuple[int, Headers, bytes]
@@ -125,7 +129,9 @@ class Exposition:
         """The exposition body in the Prometheus protobuf format: the same families as
         :meth:`render`, our histograms with their native fields when they have them."""
         if self.multiprocess_dir is not None:
-            return encode_registry(self._multiprocess_view())
+            view, natives = self._multiprocess_view(with_native=True)
+            lookup = native_lookup(natives, self.multiprocess_dir) if natives else None
+            return encode_registry(view, lookup)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         ours = b"".join(store.render_protobuf() for store in stores)
         with others_only():
@@ -134,21 +140,29 @@ class Exposition:
 
     def _render_multiprocess(self, openmetrics: bool) -> bytes:
         generate = generate_openmetrics if openmetrics else generate_text
-        return generate(self._multiprocess_view())  # generate_latest only calls .collect()
+        # generate_latest only calls .collect()
+        return generate(self._multiprocess_view()[0])
 
-    def _multiprocess_view(self) -> Any:
+    def _multiprocess_view(
+        self, with_native: bool = False
+    ) -> tuple[Any, dict[str, dict[Key, NativeSeries]]]:
         """The directory's metrics (every worker's, ours and the app's own multiprocess
         metrics), then the registry's other collectors, minus what would be one worker's
         view of the same thing: families already shown from the directory, prometheus_client's
         process/platform/GC collectors (this worker's CPU and memory, a different worker's at
         every scrape) and any ``MultiProcessCollector`` registered there. Something with
-        ``collect()``, read once."""
+        ``collect()``, read once; and, ``with_native``, the directory's native histograms
+        by family name (else empty)."""
         path = self.multiprocess_dir
         assert path is not None
         # The directory's metrics include the counters every store announced there (the
         # same in any process, with or without a store of its own); this process' stores
         # are added in case one could not announce its counter. Each is derived once.
-        metrics = collect_directory(path, process_metrics=True)
+        natives: dict[str, dict[Key, NativeSeries]] = {}
+        if with_native:
+            metrics, natives = collect_directory_with_native(path, process_metrics=True)
+        else:
+            metrics = collect_directory(path, process_metrics=True)
         stores = [self.own] if self.own is not None else list(iter_registered(self.registry))
         add_request_counters(metrics, [
             (store.names.requests.name, store.names.requests.help, store.names.duration.name)
@@ -179,7 +193,7 @@ class Exposition:
                                 seen.add(metric.name)
                                 yield metric
 
-        return View()
+        return View(), natives
 
     def body(self, request: ScrapeRequest) -> bytes:
         """Render (and compress, if asked) one answer's body. No sharing: see

@@ -54,11 +54,18 @@ from asgi_metrics.compat import (
     registered_collectors,
     set_multiprocess_mode,
 )
+from asgi_metrics.core.labels import Key
+from asgi_metrics.core.native import NativeSeries
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.multiprocess.exemplar_files import (
     EXEMPLAR_PREFIX,
     attach_exemplars,
     collect_exemplars,
+)
+from asgi_metrics.multiprocess.native_files import (
+    NATIVE_PREFIX,
+    compact_native,
+    read_native,
 )
 
 # Imported here, not when first needed: in gunicorn's arbiter it notes the CPU time of the
@@ -127,6 +134,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
             or entry.name in (LOCK_FILE, JOURNAL_FILE, JOURNAL_FILE + ".tmp")
             or entry.name.startswith(DERIVED_PREFIX)
             or entry.name.startswith(PROCESSES_PREFIX)
+            or entry.name.startswith(NATIVE_PREFIX)  # native files, and their temporaries
             or entry.name.startswith(EXEMPLAR_PREFIX)
         ):
             os.unlink(entry.path)
@@ -422,6 +430,33 @@ def _process_metrics(path: str, files: list[str]) -> list[Metric]:
                 logger.exception("HTTP metrics: reading the workers' process metrics failed;"
                                  " the scrape shows none (logged once)")
         return []
+
+
+def collect_directory_with_native(
+    path: str, process_metrics: bool = False
+) -> tuple[list[Metric], dict[str, dict[Key, NativeSeries]]]:
+    """:func:`collect_directory`, and the native histograms of the directory by family
+    name (:func:`~asgi_metrics.multiprocess.native_files.read_native`; turn them into a
+    store's tables with :func:`~asgi_metrics.multiprocess.native_files.native_tables`, or
+    into the protobuf encoder's lookup with
+    :func:`~asgi_metrics.multiprocess.native_files.native_lookup`).
+
+    The native files are read first: a worker writes a request into the classic
+    histogram first, so a native series never counts a request its classic series does
+    not, and at rest the two are equal.
+    """
+    with _locked(path):
+        compact_native(path, is_alive)
+        natives = read_native(path)
+        files = maintain_and_list(path)
+        metrics = read_metrics(files)
+        if process_metrics:
+            metrics.extend(_process_metrics(path, files))
+        exemplars = _exemplars(path)
+    counters = derived_counters(path)
+    add_request_counters(metrics, counters)
+    attach_exemplars(metrics, exemplars, counters)
+    return metrics, natives
 
 
 class DirectoryCollector(Collector):

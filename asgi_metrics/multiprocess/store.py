@@ -156,6 +156,11 @@ class MultiprocessStore:
         """How many distinct keys ``table`` holds in this worker (tests, diagnostics)."""
         return self._cap.count(table)
 
+    def admit(self, table: str, key: Key) -> Key:
+        """The key ``key`` is recorded under in ``table``: itself, or the overflow key past
+        the label-set cap (for the native files, which follow the classic series)."""
+        return self._cap.admit(table, key)
+
     def _new_series(self, hist: _Histogram, key: Key) -> list[Any]:
         admitted = self._cap.admit(hist.table, key)
         if admitted != key:
