@@ -2,7 +2,8 @@
 OpenTelemetry's WSGI middleware, scraped by the real Prometheus with exemplar storage.
 Requests served by different workers (each answers its PID and trace ID) all show their
 trace IDs in Prometheus' ``/api/v1/query_exemplars``; a worker killed with ``kill -9`` keeps
-its exemplar in every scrape until a newer request replaces it.
+its exemplar in every scrape until a newer request replaces it; with native histograms on,
+Prometheus reads the same exemplars from the protobuf exposition.
 
 Bounded in time (every wait has a deadline, the traffic a count); everything started is
 stopped."""
@@ -84,13 +85,14 @@ def prometheus_exemplars(prometheus: PrometheusServer, query: str) -> dict[str, 
     return found
 
 
-def test_prometheus_stores_exemplars_from_every_worker_and_a_killed_ones_stay(
+def spread_traffic(
     server: Server,
-) -> None:
-    # One request per route, each with its own trace ID, three at a time on fresh
-    # connections so gunicorn's workers share them (one after the other, the worker that
-    # just answered tends to accept the next); more rounds (bounded) until the latest
-    # requests of the routes were served by at least two workers.
+) -> tuple[dict[str, tuple[int, str]], dict[str, set[str]]]:
+    """One request per route, each with its own trace ID, three at a time on fresh
+    connections so gunicorn's workers share them (one after the other, the worker that just
+    answered tends to accept the next); more rounds (bounded) until the latest requests of
+    the routes were served by at least two workers. Returns route -> (pid, trace ID) of its
+    latest request, and route -> every trace ID sent."""
     served: dict[str, tuple[int, str]] = {}  # route -> (pid, trace ID) of its latest request
     sent: dict[str, set[str]] = {}  # route -> every trace ID sent
     with ThreadPoolExecutor(3) as pool:
@@ -104,6 +106,13 @@ def test_prometheus_stores_exemplars_from_every_worker_and_a_killed_ones_stay(
                 sent.setdefault(f"/r/{n}", set()).add(trace_ids[n])
             if len({pid for pid, _ in served.values()}) >= 2:
                 break
+    return served, sent
+
+
+def test_prometheus_stores_exemplars_from_every_worker_and_a_killed_ones_stay(
+    server: Server,
+) -> None:
+    served, sent = spread_traffic(server)
     pids = {pid for pid, _ in served.values()}
     assert len(pids) >= 2, served
 
@@ -163,3 +172,22 @@ def test_prometheus_stores_exemplars_from_every_worker_and_a_killed_ones_stay(
     for other, trace_id in expected.items():
         if other != route:
             assert by_route(after, COUNTER)[other] == [trace_id]
+
+
+def test_prometheus_reads_them_from_the_protobuf_exposition_too(server: Server) -> None:
+    # With native histograms on, Prometheus asks for protobuf first: the exemplars come
+    # through that encoder (the classic buckets' and the counter's).
+    served, _ = spread_traffic(server)
+    assert len({pid for pid, _ in served.values()}) >= 2, served
+    expected = {route: trace_id for route, (_, trace_id) in served.items()}
+    with PrometheusServer(
+        [f"127.0.0.1:{server.port}"], scrape_interval="1s",
+        extra_flags=["--enable-feature=exemplar-storage,native-histograms"],
+    ) as prometheus:
+        def stored(query: str) -> bool:
+            found = prometheus_exemplars(prometheus, query)
+            return all(trace_id in found.get(route, set())
+                       for route, trace_id in expected.items())
+
+        prometheus.wait_for(lambda: stored(BUCKETS), timeout=30, message="bucket exemplars")
+        prometheus.wait_for(lambda: stored(COUNTER), timeout=30, message="counter exemplars")
