@@ -24,13 +24,10 @@ from asgi_metrics.core.store import NativeRequestStore, RequestStore
 from asgi_metrics.exposition.auth import MetricsAuth
 from asgi_metrics.exposition.collector import StoreCollector, register
 from asgi_metrics.exposition.scrape import Exposition
-from asgi_metrics.multiprocess.directory import (
-    check_directory,
-    multiproc_dir,
-    note_exemplars_off,
-)
+from asgi_metrics.multiprocess.directory import check_directory, multiproc_dir
 from asgi_metrics.multiprocess.in_flight_routes import InFlightPublisher
 from asgi_metrics.multiprocess.native_store import NativeMultiprocessStore
+from asgi_metrics.multiprocess.self_metrics_files import SelfMetricsFiles
 from asgi_metrics.multiprocess.store import MultiprocessStore
 from asgi_metrics.multiprocess.workers import warn_if_several_workers
 from asgi_metrics.otel import metrics as otel_metrics
@@ -104,6 +101,9 @@ def build(settings: Settings) -> Parts:
             max_buckets=settings.native_histogram_max_buckets,
             zero_threshold=settings.native_histogram_zero_threshold,
         )
+        if names.own is not None:
+            # Summed over the workers from the directory, as the store's counters are.
+            self_metrics.mirror_to(SelfMetricsFiles(names.own, settings.const_labels))
     else:
         warn_if_several_workers()
         store = RequestStore(
@@ -137,12 +137,9 @@ def build(settings: Settings) -> Parts:
         max_concurrent_scrapes=settings.max_concurrent_scrapes,
         self_metrics=self_metrics,
     )
+    # In multiprocess mode too: each worker keeps its exemplars in a file of its own
+    # (asgi_metrics.multiprocess.exemplar_files).
     exemplars = settings.exemplars and OTEL_AVAILABLE
-    if directory is not None and exemplars:
-        # prometheus_client's multiprocess files have no place for exemplars: say so
-        # once, and skip the span lookup per request.
-        note_exemplars_off()
-        exemplars = False
     return Parts(
         settings, names, recorder, collector, exposition, exemplars, directory, in_flight,
         self_metrics,

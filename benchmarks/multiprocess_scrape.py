@@ -14,7 +14,14 @@ worker processes and 1,000 recycled ones (their files, and the final CPU time gu
 ``MultiProcessCollector`` plus its ``ProcessCollector`` (the scraping process only) on the
 same directory, in interleaved rounds.
 
-Run: ``python benchmarks/multiprocess_scrape.py``.
+Then, with exemplars: the same 1,000 recycles, each dead worker also leaving an exemplar file
+with an exemplar in every bucket of its series (the worst case), 4 live workers with theirs;
+our scrape (process metrics and exemplars, OpenMetrics) beside ``MultiProcessCollector`` +
+``ProcessCollector`` on a copy of the same directory, interleaved. And the cost per request
+of writing an exemplar in multiprocess mode: ``MultiprocessStore.observe`` with and without
+one, in a child Python whose prometheus_client runs in multiprocess mode.
+
+Run: ``python benchmarks/multiprocess_scrape.py`` (``--exemplars`` for the exemplar rows only).
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from asgi_metrics.core.settings import DEFAULT_BUCKETS
 from asgi_metrics.multiprocess.directory import collect_directory
+from asgi_metrics.multiprocess.exemplar_files import exemplar_file_name, write_file
 from asgi_metrics.multiprocess.process_metrics import EXIT_PREFIX
 
 SERIES = 20  # (method, route, status) combinations per worker
@@ -164,6 +173,116 @@ def with_process_metrics(dead: int = 1000, live: int = 4, rounds: int = 7) -> No
         shutil.rmtree(base)
 
 
+def write_exemplars(directory: str, pid: int, now: float) -> None:
+    """An exemplar file as a worker that saw a sampled request in every bucket of each of
+    its series leaves it (the largest it can be)."""
+    les = [str(b) for b in DEFAULT_BUCKETS] + ["+Inf"]
+    content = {}
+    for index in range(SERIES):
+        key = json.dumps(["http_request_duration_seconds", LABELS, ["GET", f"/route/{index}",
+                                                                     "200"], les])
+        content[key] = [((pid << 64) | n, pid, 0.01, now + n) for n in range(len(les))]
+    write_file(os.path.join(directory, exemplar_file_name(pid)), content)
+
+
+def with_exemplars(dead: int = 1000, live: int = 4, rounds: int = 7) -> None:
+    """The scrape with process metrics and exemplars after ``dead`` recycles, ``live``
+    workers alive, beside prometheus_client on a copy of the same directory."""
+    base = tempfile.mkdtemp(prefix="mp-bench-ex-")
+    workers = [subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                stdin=subprocess.PIPE) for _ in range(live)]
+    try:
+        original = os.path.join(base, "original")
+        os.mkdir(original)
+        now = time.time()
+        for proc in workers:
+            write_worker(original, proc.pid)
+            write_exemplars(original, proc.pid, now)
+        for pid in dead_pids(dead):
+            write_worker(original, pid)
+            write_exemplars(original, pid, now - 100)
+            with open(os.path.join(original, f"{EXIT_PREFIX}{pid}.json"), "w") as file:
+                json.dump({"pid": pid, "cpu": 0.5}, file)
+        copies = {}
+        for name in ("upstream", "ours"):
+            copies[name] = os.path.join(base, name)
+            shutil.copytree(original, copies[name])
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=copies["upstream"])
+        ProcessCollector(registry=registry)
+        ours = _Metrics(copies["ours"], True)
+        start = time.perf_counter()
+        body = generate_openmetrics(ours)  # type: ignore[arg-type]
+        first = (time.perf_counter() - start) * 1000
+        shown = body.count(b" # {")
+        times: dict[str, list[float]] = {"upstream": [], "ours": []}
+        for _ in range(rounds):
+            for name, view in (("upstream", registry), ("ours", ours)):
+                start = time.perf_counter()
+                generate_openmetrics(view)  # type: ignore[arg-type]
+                times[name].append((time.perf_counter() - start) * 1000)
+        med = {name: statistics.median(values) for name, values in times.items()}
+        print(f"\nwith exemplars and process metrics: {live} live workers, {dead} recycled,"
+              f" every bucket of {SERIES} series with an exemplar; OpenMetrics, ms (median of"
+              f" {rounds} interleaved rounds)")
+        print(f"  prometheus_client MultiProcessCollector + ProcessCollector:"
+              f" {med['upstream']:.1f} (no exemplars)")
+        print(f"  ours, 1st scrape (compacts {dead} exemplar files too): {first:.1f}")
+        print(f"  ours, next scrapes: {med['ours']:.1f} ({shown} exemplars shown)")
+    finally:
+        for proc in workers:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(base)
+
+
+def per_request_cost() -> None:
+    """Run in a child with ``PROMETHEUS_MULTIPROC_DIR`` set: µs per ``observe``."""
+    from asgi_metrics.core.naming import metric_names
+    from asgi_metrics.core.settings import Settings
+    from asgi_metrics.multiprocess.store import MultiprocessStore
+
+    settings = Settings()
+    store = MultiprocessStore(metric_names(settings), {}, settings.buckets,
+                              settings.size_buckets)
+    key = ("GET", "/route/{id}", "200")
+    span = ((0xABC << 64) | 0xDEF, 0x1234)
+    batch, rounds = 20_000, 15
+    for exemplar in (None, span):  # warm up: series and exemplar slots made
+        store.observe(key, 0.02, None, exemplar)
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    observe = store.observe
+    for _ in range(rounds):
+        for name, exemplar in (("without", None), ("with", span)):
+            start = time.process_time()
+            for _ in range(batch):
+                observe(key, 0.02, None, exemplar)
+            times[name].append((time.process_time() - start) / batch * 1e6)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    paired = statistics.median(w - o for w, o in zip(times["with"], times["without"],
+                                                       strict=True))
+    print(f"\nper request, multiprocess store (µs, median of {rounds} interleaved rounds of"
+          f" {batch:,}): observe {med['without']:.2f} without an exemplar, {med['with']:.2f}"
+          f" with one: +{paired:.2f} µs for the exemplar (paired)")
+
+
+def per_request() -> None:
+    directory = tempfile.mkdtemp(prefix="mp-bench-req-")
+    try:
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--per-request"],
+                       env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}, check=True)
+    finally:
+        shutil.rmtree(directory)
+
+
 if __name__ == "__main__":
-    main()
-    with_process_metrics()
+    if "--per-request" in sys.argv:
+        per_request_cost()
+    elif "--exemplars" in sys.argv:
+        with_exemplars()
+        per_request()
+    else:
+        main()
+        with_process_metrics()
+        with_exemplars()
+        per_request()

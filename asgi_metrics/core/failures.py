@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 logger = logging.getLogger("asgi_metrics")
 
@@ -18,10 +19,15 @@ class FailureLog:
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, int]] = {}  # kind -> (last logged, suppressed)
         self._counts: dict[str, int] = {}  # kind -> failures, logged or not
+        #: Called with the kind of every failure reported, outside the lock (multiprocess
+        #: mode: the count goes to this process' files too); must not raise.
+        self.listener: Callable[[str], None] | None = None
 
     def report(self, kind: str, exc: BaseException) -> None:
         """Record that ``kind`` (e.g. "recording", "route lookup") failed with ``exc``."""
         try:
+            if self.listener is not None:
+                self.listener(kind)
             now = time.monotonic()
             with self._lock:
                 self._counts[kind] = self._counts.get(kind, 0) + 1

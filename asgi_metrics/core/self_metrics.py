@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
+from typing import Protocol
 
 from asgi_metrics.core.failures import FailureLog
 
@@ -21,11 +22,23 @@ RENDER_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.
 SCRAPE_RESULTS = ("answered", "rejected", "unauthorized")
 
 
+class Mirror(Protocol):
+    """Where every count is also written (multiprocess mode: this process' files, so that
+    a scrape of any worker shows the sum over all of them). Never raises."""
+
+    def add(self, table: str, key: tuple[str, ...]) -> None:
+        """One more in ``table`` (``folded``, ``overflowed``, ``failures``, ``scrapes``)."""
+
+    def observe_render(self, seconds: float) -> None:
+        """One rendering took ``seconds``."""
+
+
 class SelfMetrics:
     """The counts of one middleware's store (see the module docs)."""
 
     def __init__(self, failures: FailureLog) -> None:
         self.failures = failures
+        self._mirror: Mirror | None = None
         self._lock = threading.Lock()
         self._folded: dict[tuple[str, ...], int] = {}
         self._overflowed: dict[tuple[str, ...], int] = {}
@@ -33,26 +46,39 @@ class SelfMetrics:
         # [sum, n_0, ..., +Inf], as the store's histograms.
         self._render = [0.0] * (len(RENDER_BUCKETS) + 2)
 
+    def mirror_to(self, mirror: Mirror) -> None:
+        """Write every count from now on to ``mirror`` too, failures included."""
+        self._mirror = mirror
+        self.failures.listener = lambda kind: mirror.add("failures", (kind,))
+
     def count_fold(self, label: str) -> None:
         """A value of the request-derived label ``label`` was recorded as ``__other__``."""
         with self._lock:
             self._folded[(label,)] = self._folded.get((label,), 0) + 1
+        if self._mirror is not None:
+            self._mirror.add("folded", (label,))
 
     def count_overflow(self, family: str) -> None:
         """A label set of ``family`` was counted in its overflow series."""
         with self._lock:
             self._overflowed[(family,)] = self._overflowed.get((family,), 0) + 1
+        if self._mirror is not None:
+            self._mirror.add("overflowed", (family,))
 
     def count_scrape(self, result: str) -> None:
         """A scrape was answered, rejected (503, too many at once) or unauthorized (401)."""
         with self._lock:
             self._scrapes[(result,)] = self._scrapes.get((result,), 0) + 1
+        if self._mirror is not None:
+            self._mirror.add("scrapes", (result,))
 
     def observe_render(self, seconds: float) -> None:
         """One rendering of ``/metrics`` took ``seconds``."""
         with self._lock:
             self._render[0] += seconds
             self._render[bisect_left(RENDER_BUCKETS, seconds) + 1] += 1
+        if self._mirror is not None:
+            self._mirror.observe_render(seconds)
 
     def tables(self) -> dict[str, dict[tuple[str, ...], int]]:
         """The counters by family key (``folded``, ``overflowed``, ``failures``,

@@ -57,6 +57,11 @@ from asgi_metrics.compat import (
 from asgi_metrics.core.labels import Key
 from asgi_metrics.core.native import NativeSeries
 from asgi_metrics.core.settings import ConfigurationError
+from asgi_metrics.multiprocess.exemplar_files import (
+    EXEMPLAR_PREFIX,
+    attach_exemplars,
+    collect_exemplars,
+)
 from asgi_metrics.multiprocess.native_files import (
     NATIVE_PREFIX,
     compact_native,
@@ -115,21 +120,6 @@ def check_directory(path: str) -> None:
     multiprocess_value_class()
 
 
-_exemplar_note_logged = False
-
-
-def note_exemplars_off() -> None:
-    """Say once per process that exemplars (on by default when OpenTelemetry is installed)
-    are not recorded in multiprocess mode."""
-    global _exemplar_note_logged
-    if not _exemplar_note_logged:
-        _exemplar_note_logged = True
-        logger.warning(
-            "HTTP metrics: multiprocess mode (%s): exemplars are not supported by"
-            " prometheus_client in this mode and are not recorded.", ENV_VAR
-        )
-
-
 def clean_multiproc_dir(path: str | None = None) -> None:
     """Empty the multiprocess directory (creating it if needed). Call it once when the
     server starts, before any worker (gunicorn: ``on_starting``), never while workers run:
@@ -145,6 +135,7 @@ def clean_multiproc_dir(path: str | None = None) -> None:
             or entry.name.startswith(DERIVED_PREFIX)
             or entry.name.startswith(PROCESSES_PREFIX)
             or entry.name.startswith(NATIVE_PREFIX)  # native files, and their temporaries
+            or entry.name.startswith(EXEMPLAR_PREFIX)
         ):
             os.unlink(entry.path)
 
@@ -387,7 +378,9 @@ def derived_counters(path: str) -> list[tuple[str, str, str]]:
 def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
     """Every metric in the multiprocess directory, summed over all workers, living and
     dead (sweeping and compacting dead workers' files on the way), and the counters
-    derived from them (:func:`announce_derived_counter`).
+    derived from them (:func:`announce_derived_counter`), with the latest exemplar of
+    every series and bucket from whichever worker recorded it
+    (:mod:`asgi_metrics.multiprocess.exemplar_files`).
 
     With ``process_metrics``, also the process metrics of every live worker and of the
     server's master (:mod:`asgi_metrics.multiprocess.process_metrics`)."""
@@ -396,8 +389,29 @@ def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
         metrics = read_metrics(files)
         if process_metrics:
             metrics.extend(_process_metrics(path, files))
-    add_request_counters(metrics, derived_counters(path))
+        exemplars = _exemplars(path)
+    counters = derived_counters(path)
+    add_request_counters(metrics, counters)
+    attach_exemplars(metrics, exemplars, counters)
     return metrics
+
+
+_exemplars_failed = False
+
+
+def _exemplars(path: str) -> Any:
+    """The directory's exemplars; a failure is logged once and shows none (the numbers
+    are unaffected)."""
+    global _exemplars_failed
+    try:
+        return collect_exemplars(path, is_alive)
+    except Exception:
+        if not _exemplars_failed:
+            _exemplars_failed = True
+            with contextlib.suppress(Exception):
+                logger.exception("HTTP metrics: reading the workers' exemplars failed; the"
+                                 " scrape shows none (logged once)")
+        return {}
 
 
 _process_metrics_failed = False
@@ -438,7 +452,10 @@ def collect_directory_with_native(
         metrics = read_metrics(files)
         if process_metrics:
             metrics.extend(_process_metrics(path, files))
-    add_request_counters(metrics, derived_counters(path))
+        exemplars = _exemplars(path)
+    counters = derived_counters(path)
+    add_request_counters(metrics, counters)
+    attach_exemplars(metrics, exemplars, counters)
     return metrics, natives
 
 

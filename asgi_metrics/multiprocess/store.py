@@ -35,6 +35,7 @@ from asgi_metrics.core.naming import Family, MetricNames, bucket_labels
 from asgi_metrics.core.settings import ConfigurationError
 from asgi_metrics.core.store import Snapshot
 from asgi_metrics.multiprocess.directory import announce_derived_counter, multiproc_dir
+from asgi_metrics.multiprocess.exemplar_files import ExemplarFile
 
 #: Set by the start-up check when prometheus_client's value class is not multiprocess.
 ENV_AFTER_IMPORT = (
@@ -117,6 +118,11 @@ class MultiprocessStore:
         )
         self._in_flight: dict[str, Any] = {}
         self._exceptions: dict[Key, Any] = {}
+        #: The duration histogram's exemplars (:mod:`~asgi_metrics.multiprocess.exemplar_files`).
+        self.exemplars = None if self.directory is None else ExemplarFile(
+            self.directory, names.duration.name, [*names.duration.labels, *self._const_names],
+            self._const_values, self._duration.les,
+        )
         self._announce()
 
     def _announce(self) -> None:
@@ -240,11 +246,16 @@ class MultiprocessStore:
     ) -> None:
         """Count one finished request under ``key`` = (method, route, status); ``ended`` is
         the method to take out of the in-flight count at the same time, or ``None``.
-        ``exemplar`` is ignored: prometheus_client's files have no place for exemplars
-        (the recorder does not pass one in this mode)."""
+        ``exemplar`` is the (trace_id, span_id) of the sampled span it was served in, kept
+        as this worker's latest exemplar of its bucket in the exemplar file, or ``None``."""
         if ended is not None:
             self.end(ended)
         self._observe(self, self._duration, key, duration)
+        if exemplar is not None and self.exemplars is not None:
+            if key not in self._duration.series:  # past the label-set cap: the overflow one
+                key = self._cap.admit(self._duration.table, key)
+            self.exemplars.record(key, bisect_left(self.buckets, duration), exemplar[0],
+                                  exemplar[1], duration)
 
     def observe_extra(
         self,

@@ -86,9 +86,11 @@ def families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[tuple[str,
     from prometheus_client.parser import text_string_to_metric_families
 
     # The workers' process metrics (memory, CPU) are of the moment each view was rendered,
-    # so they are left out here (tests/e2e/test_multiprocess_process_metrics.py).
+    # so they are left out here (tests/e2e/test_multiprocess_process_metrics.py), and so are
+    # the library's scrape counts and render times, which each view adds to
+    # (tests/e2e/test_multiprocess_self_metrics.py).
     parsed = [family for family in text_string_to_metric_families(text)
-              if not family.name.startswith("process_")]
+              if not family.name.startswith("process_") and "_metrics_scrape" not in family.name]
     names = [family.name for family in parsed]
     assert len(names) == len(set(names)), f"a family shown twice: {names}"
     return {

@@ -217,10 +217,16 @@ def test_unwritable_directory_fails_early_as_another_user(tmp_path: Path) -> Non
     assert "is not writable" in result.stderr, result.stderr
 
 
-def test_exemplars_note_is_logged_once(tmp_path: Path) -> None:
-    result = run_python(BUILD, {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+def test_exemplars_stay_on_in_multiprocess_mode(tmp_path: Path) -> None:
+    result = run_python(
+        "from asgi_metrics.core.settings import Settings\n"
+        "from asgi_metrics.wiring import build\n"
+        "print('exemplars', build(Settings()).exemplars)\n",
+        {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.count("exemplars are not supported") == 1
+    assert "exemplars are not supported" not in result.stderr
+    assert "exemplars True" in result.stdout
 
 
 def test_detect_workers_heuristics() -> None:
