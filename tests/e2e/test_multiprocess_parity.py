@@ -13,7 +13,8 @@ every scrape (whichever worker answers it) must show exactly that, sample by sam
 ``--max-requests`` recycling many workers.
 
 ``max_label_values`` holds per worker (documented): the capped label gets fewer distinct
-values than the cap, so every worker keeps all of them and the totals are exact.
+values than the cap, so every worker keeps all of them and the totals are exact; one test
+sends more and checks what holds whichever worker kept which.
 
 Bounded: at most a few hundred requests per server, every wait with a deadline.
 """
@@ -34,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.apps.parity_common import TENANTS
+from tests.support.apps.parity_common import PLAN_CAP, TENANTS
 from tests.support.protobuf import by_name, classic_samples, labels_of, native_buckets
 from tests.support.request_labels import by
 from tests.support.scrape import Samples, parse_samples
@@ -343,6 +344,36 @@ def test_labels_and_per_route_choices_exact_on_every_scrape(running: Running) ->
         send(run, expected, second)
     settle(run, expected)
     assert sum(expected.counts.values()) == 200
+
+
+def test_capped_label_folds_per_worker_totals_exact(running: Running) -> None:
+    """More distinct values than ``max_label_values`` (documented: the cap holds per
+    worker): each value sent once is either kept (counted once) or folded, every worker
+    keeps at most the cap, at least one worker kept a full cap, and nothing is lost."""
+    run = running
+    sent = 40
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(
+            lambda n: call(run, "GET", "/items/1", {"X-Tenant": "acme", "X-Plan": f"p{n}"})[0],
+            range(sent),
+        ))
+    assert statuses == [200] * sent
+    deadline = time.monotonic() + 5
+    while sum(requests_of(samples := scrape(run)).values()) != sent:
+        assert time.monotonic() < deadline, requests_of(samples)
+        time.sleep(0.05)
+    kept: dict[str, float] = {}
+    for _ in range(8):  # answered by different workers
+        plans = {key[4]: value for key, value in requests_of(scrape(run)).items()
+                 if key[:4] == ("GET", run.flavor.item, "200", "acme")}
+        assert sum(plans.values()) == sent
+        folded = plans.pop(OTHER, 0.0)
+        assert set(plans) <= {f"p{n}" for n in range(sent)} and set(plans.values()) == {1.0}
+        # Some worker served at least sent / workers >= PLAN_CAP requests.
+        assert PLAN_CAP <= len(plans) <= run.flavor.workers * PLAN_CAP, plans
+        assert folded == sent - len(plans)
+        assert kept in ({}, plans)  # the same on every scrape
+        kept = plans
 
 
 def test_in_flight_by_route_while_requests_are_stuck(running: Running) -> None:
