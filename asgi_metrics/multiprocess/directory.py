@@ -385,6 +385,9 @@ def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
     With ``process_metrics``, also the process metrics of every live worker and of the
     server's master (:mod:`asgi_metrics.multiprocess.process_metrics`)."""
     with _locked(path):
+        # Text scrapes too: a server scraped only in text (a Prometheus without native
+        # histograms) must not keep every dead worker's native file.
+        compact_native(path, is_alive)
         files = maintain_and_list(path)
         metrics = read_metrics(files)
         if process_metrics:

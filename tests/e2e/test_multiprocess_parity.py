@@ -567,11 +567,6 @@ def test_max_requests_recycling_keeps_totals_exact_and_series_bounded(
         assert len(natives) <= NATIVE_FILES, natives
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dead workers' native files are compacted only by protobuf scrapes"
-    " (collect_directory_with_native calls compact_native; collect_directory, which text"
-    " and OpenMetrics scrapes use, does not): scraped in text only, the directory keeps one"
-    " asgi_metrics.native_<pid>_<time>.bin per worker that ever ran"))
 def test_native_files_of_recycled_workers_compacted_by_text_scrapes(tmp_path: Path) -> None:
     """A server with native histograms on, scraped in text only (a Prometheus without the
     native feature): the directory still holds a bounded number of native files."""
@@ -582,10 +577,6 @@ def test_native_files_of_recycled_workers_compacted_by_text_scrapes(tmp_path: Pa
         assert len(natives) <= NATIVE_FILES, natives
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the http_metrics_* self-metrics are not shown in multiprocess mode (docs/semantics.md,"
-    " 'The library's own series': each worker counts its own): the multiprocess scrape"
-    " skips every StoreCollector, so the families are absent"))
 def test_self_metrics_count_every_worker(running: Running) -> None:
     """``http_metrics_label_values_folded_total`` and ``http_metrics_scrapes_total``
     summed over the workers: every tenant folded into ``__other__`` (an allowed list, so
