@@ -152,9 +152,33 @@ def child_exit(server: Any, worker: Any) -> None:
         if path and isinstance(pid, int) and os.path.isdir(path):
             mark_process_dead(pid, path)
             note_exit(path, pid)  # its final CPU time, for the process metrics
+            fold_dead_workers(path)
     except Exception:
         with contextlib.suppress(Exception):
             logger.exception("HTTP metrics: child_exit hook failed (ignored)")
+
+
+def fold_dead_workers(path: str) -> bool:
+    """Fold the files of workers that are gone (counts, native histograms, exemplars) into
+    the directory's archives now, unless a scrape holds the directory; ``False`` then (the
+    next scrape folds them, as it always does).
+
+    Called from :func:`child_exit`, in gunicorn's arbiter, so a scrape after many recycled
+    workers reads one archive instead of every dead worker's files. Without waiting: the
+    arbiter must not stall behind a scrape.
+    """
+    fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        compact_native(path, is_alive)
+        maintain_and_list(path)
+        _exemplars(path)
+        return True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # -- reading the directory --------------------------------------------------------------

@@ -133,7 +133,9 @@ def test_stale_temporary_archive_without_journal_is_ignored(tmp_path: Path) -> N
     assert found == expected
 
 
-def test_child_exit_never_raises(tmp_path: Path, monkeypatch: Any) -> None:
+def test_child_exit_never_raises_and_folds_the_dead_worker(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     class Worker:
         pid = 4242
 
@@ -143,10 +145,16 @@ def test_child_exit_never_raises(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
     child_exit(None, Worker())
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    write_worker(tmp_path, 4242, gauge=1)
+    Worker.pid = dead_pid()
+    write_worker(tmp_path, Worker.pid, gauge=1)
+    before = reference(tmp_path)
     child_exit(None, Worker())
-    assert not (tmp_path / "gauge_livesum_4242.db").exists()
-    assert (tmp_path / "counter_4242.db").exists()  # counters stay: they never go back
+    assert not (tmp_path / f"gauge_livesum_{Worker.pid}.db").exists()
+    # Its counts stay (they never go back), folded into the archive at once.
+    assert not (tmp_path / f"counter_{Worker.pid}.db").exists()
+    assert (tmp_path / "counter_archive.db").exists()
+    del before[("busy", ())]  # not in flight any more
+    assert values(collect_directory(str(tmp_path))) == before
     monkeypatch.setattr(multiprocess, "mark_process_dead", lambda *a: 1 / 0)
     child_exit(None, Worker())
 
