@@ -41,7 +41,7 @@ class Store(Protocol):
     def observe(
         self, key: Key, duration: float, ended: str | None = None,
         exemplar: SpanIds | None = None,
-    ) -> None: ...
+    ) -> object: ...
 
     def observe_extra(
         self, key: Key, ttfb: float | None, request_size: int | None,

@@ -312,8 +312,6 @@ class RequestLabels:
             for (name, source), bound in zip(sources.items(), bounds, strict=True)
         ]
 
-        if len(self._labels) == 1:
-            self.values = self._one  # type: ignore[method-assign]
 
     def values(
         self,
@@ -343,33 +341,6 @@ class RequestLabels:
             found = kept(value)
             values.append(admit(value) if found is None else found)
         return tuple(values)
-
-
-    def _one(
-        self,
-        request: Any,
-        response: Any,
-        method: str,
-        route: str,
-        status: int,
-        assigned: Mapping[str, object] | None,
-    ) -> tuple[str, ...]:
-        """:meth:`values` for the common case of one declared label, without the loop."""
-        name, full, read, default, kept, admit = self._labels[0]
-        value = assigned.get(name) if assigned else None
-        if value is None:
-            try:
-                value = (
-                    read(request, response, method, route, status) if full
-                    else read(request, response)
-                )
-            except Exception as exc:
-                self._failures.report(f"reading the label {name!r}", exc)
-                value = None
-        if type(value) is not str:
-            value = default if value is None else _text(value)
-        found = kept(value)
-        return (admit(value) if found is None else found,)
 
 
 def _text(value: object) -> str:

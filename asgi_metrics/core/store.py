@@ -233,8 +233,9 @@ class RequestStore:
         duration: float,
         ended: str | None = None,
         exemplar: tuple[int, int] | None = None,
-    ) -> None:
-        """Count one finished request under ``key`` = (method, route, status).
+    ) -> Series:
+        """Count one finished request under ``key`` = (method, route, status); returns
+        the series it was counted in.
 
         ``ended`` is the method to take out of the in-flight count at the same time (one
         shard lookup for both, on the hot path), or ``None``. ``exemplar`` is the
@@ -251,13 +252,10 @@ class RequestStore:
                 in_flight[ended] -= 1
             except KeyError:  # started in another thread: the shards still sum right
                 in_flight[ended] = -1
-        requests = shard.requests
+        requests: dict[Key, Series] = shard.requests
         series = requests.get(key)
         if series is None:  # the slow path: new to this shard, maybe new to the store
-            key = self._admit("requests", key)
-            series = requests.get(key)
-            if series is None:
-                series = requests[key] = [0.0] * self._width
+            key, series = self._new_series(requests, "requests", key, self._width)
         index = bisect_left(self.buckets, duration)
         series[0] += duration
         series[index + 1] += 1
@@ -268,6 +266,18 @@ class RequestStore:
             if slots is None:
                 slots = exemplars[key] = [None] * (self._width - 1)
             slots[index] = (exemplar[0], exemplar[1], duration, time())
+        return series
+
+    def _new_series(
+        self, table: dict[Key, Series], name: str, key: Key, width: int
+    ) -> tuple[Key, Series]:
+        """The slow path: ``key`` is new to this shard's ``table``; the key it is counted
+        under (the overflow one past the cap) and its series."""
+        key = self._admit(name, key)
+        series = table.get(key)
+        if series is None:
+            series = table[key] = [0.0] * width
+        return key, series
 
     def observe_extra(
         self,
@@ -296,15 +306,13 @@ class RequestStore:
         value: float,
         bounds: tuple[float, ...],
         width: int,
-    ) -> None:
+    ) -> Series:
         series = table.get(key)
         if series is None:
-            key = self._admit(name, key)
-            series = table.get(key)
-            if series is None:
-                series = table[key] = [0.0] * width
+            key, series = self._new_series(table, name, key, width)
         series[0] += value
         series[bisect_left(bounds, value) + 1] += 1
+        return series
 
     def count_exception(self, key: Key) -> None:
         """Count one exception under ``key`` = (method, route, exception type)."""
@@ -426,42 +434,11 @@ class NativeRequestStore(RequestStore):
         duration: float,
         ended: str | None = None,
         exemplar: tuple[int, int] | None = None,
-    ) -> None:
-        """:meth:`RequestStore.observe`, and the native bucket (first)."""
-        try:
-            shard = self._local.shard
-        except AttributeError:
-            shard = self._shard()
-        if ended is not None:
-            in_flight = shard.in_flight
-            try:
-                in_flight[ended] -= 1
-            except KeyError:  # started in another thread: the shards still sum right
-                in_flight[ended] = -1
-        requests = shard.requests
-        series = requests.get(key)
-        if series is None:
-            key, series = self._new_series(requests, "requests", key, self._width)
-        state: NativeState = series[-1]
-        buckets, bounds, mult, add, shift = state
-        if self._zero < duration < _INF:
-            frac, exp = frexp(duration)
-            bucket = (bisect_left(bounds, frac) + exp * mult + add) >> shift
-            try:
-                buckets[bucket] += 1
-            except KeyError:
-                self._new_bucket(state, bucket)
-        else:
-            self._outside(state, duration)
-        index = bisect_left(self.buckets, duration)
-        series[0] += duration
-        series[index + 1] += 1
-        if exemplar is not None:
-            exemplars = shard.exemplars
-            slots = exemplars.get(key)
-            if slots is None:
-                slots = exemplars[key] = [None] * (self._width - 1)
-            slots[index] = (exemplar[0], exemplar[1], duration, time())
+    ) -> Series:
+        """:meth:`RequestStore.observe`, and the native bucket."""
+        series = RequestStore.observe(self, key, duration, ended, exemplar)
+        self._count_native(series[-1], duration)  # type: ignore[arg-type]
+        return series
 
     def _add(
         self,
@@ -472,23 +449,23 @@ class NativeRequestStore(RequestStore):
         value: float,
         bounds: tuple[float, ...],
         width: int,
-    ) -> None:
-        series = table.get(key)
-        if series is None:
-            key, series = self._new_series(table, name, key, width)
-        state: NativeState = series[-1]  # type: ignore[assignment]
-        buckets, frac_bounds, mult, add, shift = state
+    ) -> Series:
+        series = RequestStore._add(self, shard, name, table, key, value, bounds, width)
+        self._count_native(series[-1], value)  # type: ignore[arg-type]
+        return series
+
+    def _count_native(self, state: NativeState, value: float) -> None:
+        """One observation into a series' native buckets (its state, kept at its end)."""
+        buckets, bounds, mult, add, shift = state
         if self._zero < value < _INF:
             frac, exp = frexp(value)
-            bucket = (bisect_left(frac_bounds, frac) + exp * mult + add) >> shift
+            bucket = (bisect_left(bounds, frac) + exp * mult + add) >> shift
             try:
                 buckets[bucket] += 1
             except KeyError:
                 self._new_bucket(state, bucket)
         else:
             self._outside(state, value)
-        series[0] += value
-        series[bisect_left(bounds, value) + 1] += 1
 
 
 def _take(handed: deque[_Shard]) -> list[_Shard]:

@@ -408,10 +408,20 @@ def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
 
     With ``process_metrics``, also the process metrics of every live worker and of the
     server's master (:mod:`asgi_metrics.multiprocess.process_metrics`)."""
+    return _collect(path, process_metrics, native=False)[0]
+
+
+def _collect(
+    path: str, process_metrics: bool, native: bool
+) -> tuple[list[Metric], dict[str, dict[Key, NativeSeries]]]:
+    """The directory's metrics and, with ``native``, its native histograms (else empty)."""
+    natives: dict[str, dict[Key, NativeSeries]] = {}
     with _locked(path):
-        # Text scrapes too: a server scraped only in text (a Prometheus without native
-        # histograms) must not keep every dead worker's native file.
+        # Also without ``native``: a server scraped only in text (a Prometheus without
+        # native histograms) must not keep every dead worker's native file.
         compact_native(path, is_alive)
+        if native:
+            natives = read_native(path)
         files = maintain_and_list(path)
         metrics = read_metrics(files)
         if process_metrics:
@@ -420,7 +430,7 @@ def collect_directory(path: str, process_metrics: bool = False) -> list[Metric]:
     counters = derived_counters(path)
     add_request_counters(metrics, counters)
     attach_exemplars(metrics, exemplars, counters)
-    return metrics
+    return metrics, natives
 
 
 _exemplars_failed = False
@@ -472,18 +482,7 @@ def collect_directory_with_native(
     histogram first, so a native series never counts a request its classic series does
     not, and at rest the two are equal.
     """
-    with _locked(path):
-        compact_native(path, is_alive)
-        natives = read_native(path)
-        files = maintain_and_list(path)
-        metrics = read_metrics(files)
-        if process_metrics:
-            metrics.extend(_process_metrics(path, files))
-        exemplars = _exemplars(path)
-    counters = derived_counters(path)
-    add_request_counters(metrics, counters)
-    attach_exemplars(metrics, exemplars, counters)
-    return metrics, natives
+    return _collect(path, process_metrics, native=True)
 
 
 class DirectoryCollector(Collector):
