@@ -171,8 +171,7 @@ def native_fields(native: NativeSeries) -> bytes:
     append = deltas.append
     previous_index = 0
     previous_count = 0
-    # The scrape's inner loop (a few dozen buckets per series): zigzag inline, and the
-    # common small deltas as ready-made (tag, value) bytes.
+    # The common small deltas as ready-made (tag, value) bytes.
     small = _DELTAS
     for index in sorted(positive):
         count = positive[index]
@@ -180,8 +179,7 @@ def native_fields(native: NativeSeries) -> bytes:
             spans[-1][1] += 1
         else:
             spans.append([index if not spans else index - previous_index - 1, 1])
-        delta = count - previous_count
-        encoded = delta << 1 if delta >= 0 else (-delta << 1) - 1
+        encoded = zigzag(count - previous_count)
         append(small[encoded] if encoded < 128 else _F13 + varint(encoded))
         previous_index, previous_count = index, count
     if not spans:
