@@ -23,7 +23,12 @@ from asgi_metrics.core.request_labels import (
     close_assignments,
     enter_assignments,
 )
-from asgi_metrics.core.rules import declared_length, has_header, route_or_unmatched
+from asgi_metrics.core.rules import (
+    declared_length,
+    has_header,
+    header_value,
+    route_or_unmatched,
+)
 from asgi_metrics.correlation.context import reset_correlation_id
 from asgi_metrics.otel.spans import SpanIds, read_span
 from wsgi_metrics.request_body import CountingInput, request_size
@@ -243,9 +248,7 @@ class Exchange:
             return None
         self.ttfb = perf_counter() - self.start
         # A file wrapper's bytes go out through sendfile(), unseen: the declared length.
-        self.response_size = declared_length(
-            next((v for k, v in self.headers if k.lower() == "content-length"), None)
-        )
+        self.response_size = declared_length(header_value(self.headers, "content-length"))
         return result
 
     def __iter__(self) -> Iterator[bytes]:

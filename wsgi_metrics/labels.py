@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from asgi_metrics.core.request_labels import HeaderReader
+from asgi_metrics.core.rules import header_value
 
 # The two request headers CGI (and so WSGI) keeps without the HTTP_ prefix.
 _UNPREFIXED = {"CONTENT_TYPE", "CONTENT_LENGTH"}
@@ -40,10 +41,8 @@ class WsgiHeaders:
             def from_response(
                 environ: Mapping[str, Any], headers: Sequence[tuple[str, str]]
             ) -> str | None:
-                for found, value in headers:
-                    if type(found) is str and found.lower() == lower:
-                        return value if type(value) is str else None
-                return None
+                value = header_value(headers, lower)
+                return value if type(value) is str else None
 
             return from_response
         key = environ_key(name)

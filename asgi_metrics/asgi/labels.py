@@ -6,8 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from asgi_metrics.asgi.headers import request_header
 from asgi_metrics.asgi.types import Message, Scope
 from asgi_metrics.core.request_labels import HeaderReader
+from asgi_metrics.core.rules import header_value
+
+
+def _text(value: object) -> str | None:
+    return value.decode("latin-1") if type(value) is bytes else None
 
 
 def _pairs(headers: Any) -> Iterable[tuple[str, str]]:
@@ -26,18 +32,14 @@ class AsgiHeaders:
         if response:
 
             def from_response(scope: Scope, head: Message | None) -> str | None:
-                for found, value in (head.get("headers") or ()) if head is not None else ():
-                    if type(found) is bytes and found.lower() == key:
-                        return value.decode("latin-1") if type(value) is bytes else None
-                return None
+                if head is None:
+                    return None
+                return _text(header_value(head.get("headers") or (), key))
 
             return from_response
 
         def from_request(scope: Scope, head: Message | None) -> str | None:
-            for found, value in scope.get("headers") or ():
-                if found == key:
-                    return value.decode("latin-1") if type(value) is bytes else None
-            return None
+            return _text(request_header(scope, key))
 
         return from_request
 

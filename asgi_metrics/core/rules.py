@@ -78,9 +78,20 @@ def declared_length(value: object) -> int | None:
         return None
 
 
-def has_header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> bool:
-    """Whether ``headers`` has a header called ``name`` (given in lower case), in any case.
-    The same rule for ASGI's byte pairs and WSGI's string pairs."""
+def header_value(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> AnyStr | None:
+    """The value of the first header in ``headers`` called ``name`` (given in lower case),
+    in any case; ``None`` without one. The same rule for ASGI's byte pairs and WSGI's
+    string pairs; a name of another type (a broken app's) is never ``name``."""
     size = len(name)
-    # The length first: most names differ in it, and it costs no copy.
-    return any(len(key) == size and key.lower() == name for key, _ in headers)
+    kind = type(name)
+    for key, value in headers:
+        # The length first: most names differ in it, and it costs no copy.
+        if type(key) is kind and len(key) == size and key.lower() == name:
+            return value
+    return None
+
+
+def has_header(headers: Iterable[tuple[AnyStr, AnyStr]], name: AnyStr) -> bool:
+    """Whether ``headers`` has a header called ``name`` (given in lower case), in any case
+    (see :func:`header_value`)."""
+    return header_value(headers, name) is not None
