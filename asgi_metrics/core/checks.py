@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from asgi_metrics.core.labels import KNOWN_METHODS
 from asgi_metrics.core.request_labels import MAX_VALUE_LENGTH, Source
 
 NAMING_PRESETS = ("default", "otel")
@@ -26,7 +27,6 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # RFC 9110 token: what a header field name may be.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_STANDARD_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -186,7 +186,7 @@ def methods(value: Any) -> frozenset[str]:
     for method in value:
         if not isinstance(method, str) or not _HEADER_NAME.fullmatch(method):
             raise ConfigurationError(f"{method!r} is not an HTTP method")
-        if method != method.upper() and method.upper() in _STANDARD_METHODS:
+        if method != method.upper() and method.upper() in KNOWN_METHODS:
             raise ConfigurationError(
                 f"methods are case-sensitive: {method!r} is not {method.upper()!r}"
             )
