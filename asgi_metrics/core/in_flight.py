@@ -44,9 +44,6 @@ class InFlightRequests:
         """``request`` is over (recorded, or never will be)."""
         self._requests.pop(id(request), None)
 
-    def __len__(self) -> int:
-        return len(self._requests)
-
     def counts(self, failures: FailureLog) -> dict[tuple[str, str], int]:
         """``{(method, route): requests in flight}`` now; ``__unmatched__`` for a request
         not routed (yet), whatever ``count_unmatched`` says (it may still be). Routes marked

@@ -242,10 +242,6 @@ class ValueBound:
         self._taken = 0  # values taken as they came (without ``allowed``)
         self._warned: set[str] = set()
 
-    def __call__(self, value: str) -> str:
-        kept = self.kept.get(value)
-        return self.admit(value) if kept is None else kept
-
     def admit(self, value: str) -> str:
         """The slow path of a value not kept yet: keep it, or fold it."""
         well_formed = (
@@ -297,7 +293,6 @@ class RequestLabels:
         failures: FailureLog,
         on_fold: Callable[[str], None] | None = None,
     ) -> None:
-        self.names = tuple(sources)
         self._failures = failures
         bounds = [
             ValueBound(name, source.allowed, source.default, max_values, failures, on_fold)
